@@ -1,0 +1,13 @@
+"""All REST routes of a node, in one table."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api import assist, ops, stored
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_routes(ops.routes)
+    app.router.add_routes(assist.routes)
+    app.router.add_routes(stored.routes)

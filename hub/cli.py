@@ -1,0 +1,153 @@
+"""The ``livehub`` command: serve a node, manage projects and keys.
+
+Each management command prints one JSON object on stdout; errors go to stderr with exit 1
+(2 for bad usage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from hub.errors import HubError, SettingsError
+from hub.settings import SETTINGS, Settings
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # exit 2 with one line, as argparse does
+        self.print_usage(sys.stderr)
+        self.exit(2, f"livehub: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="livehub", description="A real-time hub for live user sessions.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="run one hub node")
+    for spec in SETTINGS:
+        if spec.flag:
+            serve.add_argument(spec.flag, dest=spec.attr, default=None, help=spec.help)
+
+    project = commands.add_parser("project", help="manage projects")
+    project_commands = project.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    create = project_commands.add_parser("create", help="create a project")
+    create.add_argument("--name", required=True)
+    project_commands.add_parser("list", help="list projects")
+
+    key = commands.add_parser("key", help="manage API keys")
+    key_commands = key.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    key_create = key_commands.add_parser("create", help="create an API key")
+    key_create.add_argument("--project", type=int, default=None, help="project id")
+    key_create.add_argument("--name", default="")
+    key_revoke = key_commands.add_parser("revoke", help="revoke an API key")
+    key_revoke.add_argument("key_id")
+
+    for sub in (project, key):
+        sub.add_argument("--database-url", dest="database_url", default=None)
+    for sub in (create, key_create, key_revoke):
+        sub.add_argument("--database-url", dest="database_url", default=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "action")}
+    try:
+        settings = Settings.from_env(flags=flags)
+    except SettingsError as e:
+        print(f"livehub: {e}", file=sys.stderr)
+        return 1
+    if args.command == "serve":
+        return serve(settings)
+    try:
+        result = asyncio.run(_manage(settings, args))
+    except HubError as e:
+        print(f"livehub: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+async def _manage(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from hub.store import open_store
+    from hub.store.base import SessionStore
+
+    store = open_store(settings)
+    await store.open()
+    try:
+        actions: dict[tuple[str, str], Callable[[SessionStore], Awaitable[dict[str, Any]]]] = {
+            ("project", "create"): lambda s: _project_create(s, args.name),
+            ("project", "list"): _project_list,
+            ("key", "create"): lambda s: _key_create(s, args.project, args.name),
+            ("key", "revoke"): lambda s: _key_revoke(s, args.key_id),
+        }
+        return await actions[(args.command, args.action)](store)
+    finally:
+        await store.close()
+
+
+async def _project_create(store: Any, name: str) -> dict[str, Any]:
+    if not name.strip():
+        from hub.errors import InvalidInput
+
+        raise InvalidInput("--name must not be empty", "name")
+    p = await store.create_project(name)
+    return {"projectId": p.project_id, "projectKey": p.project_key, "name": p.name}
+
+
+async def _project_list(store: Any) -> dict[str, Any]:
+    projects = await store.list_projects()
+    return {
+        "projects": [
+            {"projectId": p.project_id, "projectKey": p.project_key, "name": p.name}
+            for p in projects
+        ]
+    }
+
+
+async def _key_create(store: Any, project_id: int | None, name: str) -> dict[str, Any]:
+    k = await store.create_key(project_id, name)
+    return {"keyId": k.key_id, "key": k.secret, "projectId": k.project_id, "name": k.name}
+
+
+async def _key_revoke(store: Any, key_id: str) -> dict[str, Any]:
+    await store.revoke_key(key_id)
+    return {"keyId": key_id, "revoked": True}
+
+
+def serve(settings: Settings) -> int:
+    """Run one node until SIGTERM or SIGINT; the cleanup contexts flush what is owed."""
+    from aiohttp import web
+
+    from hub import logs
+    from hub.app import create_app
+
+    logs.configure(settings.log_level, settings.log_format)
+    app = create_app(settings)
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            backlog=settings.listen_backlog,
+            print=None,
+            access_log=None,
+            handle_signals=True,
+            shutdown_timeout=5.0,
+            reuse_address=True,
+        )
+    except OSError as e:
+        print(f"livehub: cannot listen on {settings.host}:{settings.port}: {e}", file=sys.stderr)
+        return 1
+    except HubError as e:
+        print(f"livehub: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["build_parser", "main", "serve", "socket"]
