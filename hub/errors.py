@@ -8,9 +8,17 @@ from __future__ import annotations
 
 
 class HubError(Exception):
-    """Base of every livehub error."""
+    """Base of every livehub error.
+
+    ``body``, when given, is the exact JSON body the REST edge answers with (for APIs whose
+    documents fix an error body of their own); otherwise it answers ``{"error": message}``.
+    """
 
     code = "internal"
+
+    def __init__(self, message: str = "", *, body: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.body = body
 
 
 class SettingsError(HubError):
@@ -24,8 +32,10 @@ class InvalidInput(HubError):
 
     code = "invalid"
 
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, field: str | None = None, *, body: dict[str, object] | None = None
+    ) -> None:
+        super().__init__(message, body=body)
         self.field = field
 
 
