@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     project_commands = project.add_subparsers(dest="action", required=True, parser_class=_Parser)
     create = project_commands.add_parser("create", help="create a project")
     create.add_argument("--name", required=True)
-    project_commands.add_parser("list", help="list projects")
+    project_list = project_commands.add_parser("list", help="list projects")
 
     key = commands.add_parser("key", help="manage API keys")
     key_commands = key.add_subparsers(dest="action", required=True, parser_class=_Parser)
@@ -47,10 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     key_revoke = key_commands.add_parser("revoke", help="revoke an API key")
     key_revoke.add_argument("key_id")
 
-    for sub in (project, key):
+    for sub in (create, project_list, key_create, key_revoke):
         sub.add_argument("--database-url", dest="database_url", default=None)
-    for sub in (create, key_create, key_revoke):
-        sub.add_argument("--database-url", dest="database_url", default=argparse.SUPPRESS)
     return parser
 
 
@@ -129,6 +127,15 @@ def serve(settings: Settings) -> int:
 
     logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
+
+    async def announce(_: web.Application) -> None:
+        logging.getLogger("hub").info(
+            "livehub node %s listening on http://%s:%d (socket path %s, registry %s)",
+            settings.node_id, settings.host, settings.port, settings.socket_path,
+            "redis" if settings.redis_url else "in-process",
+        )
+
+    app.on_startup.append(announce)
     try:
         web.run_app(
             app,
@@ -149,5 +156,3 @@ def serve(settings: Settings) -> int:
         return 1
     return 0
 
-
-__all__ = ["build_parser", "main", "serve", "socket"]
