@@ -19,7 +19,6 @@ import socketio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from hub.app import create_app
 from hub.settings import Limits, Settings
 from hub.store.base import NewKey, Project
 from hub.typedefs import STORE
@@ -125,6 +124,8 @@ async def make_hub(
     make_settings: SettingsFactory,
 ) -> HubFactory:
     """Start a hub application on a free port, with settings overridden by keyword."""
+
+    from hub.app import create_app
 
     async def make(**overrides: Any) -> Hub:
         settings = make_settings(**overrides)
