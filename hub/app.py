@@ -71,6 +71,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.limits.request_body_bytes,
         middlewares=[error_middleware],
+        # The tracker's sessionInfo travels in the query string (docs/protocol.md).
+        handler_args={"max_line_size": tracker.request_line_bytes(settings.limits)},
     )
     app[SETTINGS] = settings
     sio = create_sio(settings)
@@ -78,6 +80,9 @@ def create_app(settings: Settings) -> web.Application:
     sio.attach(app, socketio_path=settings.socket_path)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_registry_ctx)
+    # Sockets are closed when shutdown starts, before aiohttp waits for open handlers, so every
+    # tab leaves (its session enters the grace) while the registry still runs.
+    app.on_shutdown.append(_close_sockets)
     tracker.register(app, sio)
     setup_routes(app)
     return app
@@ -97,9 +102,6 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     await registry.start()
     app[REGISTRY] = registry
     yield
-    # Sockets first, so that every tab leaves and nothing more arrives, then the registry hands
-    # what it owes to the store.
-    await _close_sockets(app)
     await registry.close()
 
 

@@ -131,7 +131,10 @@ def serve(settings: Settings) -> int:
     async def announce(_: web.Application) -> None:
         logging.getLogger("hub").info(
             "livehub node %s listening on http://%s:%d (socket path %s, registry %s)",
-            settings.node_id, settings.host, settings.port, settings.socket_path,
+            settings.node_id,
+            settings.host,
+            settings.port,
+            settings.socket_path,
             "redis" if settings.redis_url else "in-process",
         )
 
@@ -155,4 +158,3 @@ def serve(settings: Settings) -> int:
         print(f"livehub: {e}", file=sys.stderr)
         return 1
     return 0
-

@@ -120,16 +120,16 @@ def _int(low: int, high: int | None = None) -> Callable[[Any], int]:
         except (ValueError, TypeError):
             raise ValueError(f"must be an integer, got {raw!r}") from None
         if value < low or (high is not None and value > high):
-            bound = f"{low}–{high}" if high is not None else f"≥ {low}"
+            bound = f"{low}-{high}" if high is not None else f"≥ {low}"
             raise ValueError(f"must be {bound}, got {value}")
         return value
 
     return parse
 
 
-def _float(low: float, high: float | None = None, *, strict_low: bool = False) -> Callable[
-    [Any], float
-]:
+def _float(
+    low: float, high: float | None = None, *, strict_low: bool = False
+) -> Callable[[Any], float]:
     def parse(raw: Any) -> float:
         try:
             value = float(raw)
@@ -199,8 +199,13 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("HUB_REDIS_URL", "redis_url", _text, "--redis-url", "Redis for presence"),
     SettingSpec("HUB_DATABASE_URL", "database_url", _text, "--database-url", "the store"),
     SettingSpec("HUB_SOCKET_PATH", "socket_path", _text, "--socket-path", "Socket.IO path"),
-    SettingSpec("HUB_SESSION_GRACE", "session_grace", _float(0), "--session-grace",
-                "seconds a session with no connected tab stays live"),
+    SettingSpec(
+        "HUB_SESSION_GRACE",
+        "session_grace",
+        _float(0),
+        "--session-grace",
+        "seconds a session with no connected tab stays live",
+    ),
     SettingSpec("HUB_PING_INTERVAL", "ping_interval", _float(0, strict_low=True)),
     SettingSpec("HUB_PING_TIMEOUT", "ping_timeout", _float(0, strict_low=True)),
     SettingSpec("HUB_GEOIP_DB", "geoip_db", _text),

@@ -86,7 +86,7 @@ class Change:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-EndedSink = Callable[[EndedSession], Awaitable[None]]
+EndedSink = Callable[[EndedSession], Awaitable[object]]
 ChangeListener = Callable[[Change], None]
 
 
@@ -112,8 +112,12 @@ class PresenceRegistry(Protocol):
         """Unregister a tab; True when it was the last one (the grace begins)."""
 
     async def update(
-        self, project_key: str, session_id: str, changes: dict[str, Any],
-        variables: dict[str, Any] | None = None, max_data_bytes: int | None = None,
+        self,
+        project_key: str,
+        session_id: str,
+        changes: dict[str, Any],
+        variables: dict[str, Any] | None = None,
+        max_data_bytes: int | None = None,
     ) -> Record:
         """Deep-merge validated ``changes`` into the record and ``variables`` into the data.
 

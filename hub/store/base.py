@@ -88,9 +88,7 @@ class SessionStore(Protocol):
     async def save_session(self, ended: EndedSession) -> bool:
         """Store an ended session; idempotent on ``end_id``. True when newly written."""
 
-    async def search(
-        self, project_id: int, needle: str, limit: int, offset: int
-    ) -> SearchPage:
+    async def search(self, project_id: int, needle: str, limit: int, offset: int) -> SearchPage:
         """Sessions whose compact JSON contains ``needle`` (case-sensitive), updatedAt desc."""
 
     async def get_session(self, project_id: int, session_id: str) -> StoredSession | None:

@@ -42,9 +42,16 @@ async def test_socket_io_client_tracker_is_listed(
     pk = project["projectKey"]
 
     proc = await asyncio.create_subprocess_exec(
-        node_bin, str(JS / "tracker.mjs"), node.url, "/ws-assist/socket", f"{pk}-jssession1-tab1",
-        json.dumps({"userID": "ada", "trackerVersion": "16.0.0"}), transport,
-        cwd=JS, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        node_bin,
+        str(JS / "tracker.mjs"),
+        node.url,
+        "/ws-assist/socket",
+        f"{pk}-jssession1-tab1",
+        json.dumps({"userID": "ada", "trackerVersion": "16.0.0"}),
+        transport,
+        cwd=JS,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         assert (await read_step(proc))["step"] == "connected"

@@ -48,12 +48,21 @@ async def test_tracker_session_listed_searched_and_ended(
     node = await start_node(**env)
     pk = project["projectKey"]
 
-    info = {"pageTitle": "OpenReplay Blog", "userUUID": "u-1", "trackerVersion": "3.5.11",
-            "isSnippet": True, "timestamp": 1656437966459, "metadata": {"plan": "free"}}
+    info = {
+        "pageTitle": "OpenReplay Blog",
+        "userUUID": "u-1",
+        "trackerVersion": "3.5.11",
+        "isSnippet": True,
+        "timestamp": 1656437966459,
+        "metadata": {"plan": "free"},
+    }
     tracker = await sio_connect(
         node.url,
-        query={"identity": "session", "peerId": f"{pk}-6975518573799938",
-               "sessionInfo": json.dumps(info)},
+        query={
+            "identity": "session",
+            "peerId": f"{pk}-6975518573799938",
+            "sessionInfo": json.dumps(info),
+        },
         headers={"User-Agent": MAC_CHROME},
     )
     auth = {"Authorization": key["key"]}
@@ -70,13 +79,25 @@ async def test_tracker_session_listed_searched_and_ended(
         assert record["userDeviceType"] == "desktop"
         assert record["live"] is True and record["projectId"] == project["projectId"]
 
-        ack = await tracker.call("UPDATE_SESSION", {"userID": "dev@openreplay.com",
-                                                    "metadata": {"plan": "trial"}}, timeout=5)
+        ack = await tracker.call(
+            "UPDATE_SESSION",
+            {"userID": "dev@openreplay.com", "metadata": {"plan": "trial"}},
+            timeout=5,
+        )
         assert ack == {"ok": True}
-        search = {"filters": [{"type": "METADATA", "source": "plan", "value": ["trial", "free"]},
-                              {"type": "USERID", "value": ["openreplay"]}],
-                  "sort": "timestamp", "order": "DESC", "limit": 10, "page": 1}
-        async with http.post(base, json=search, headers={"Authorization": "Bearer " + key["key"]}) as r:
+        search = {
+            "filters": [
+                {"type": "METADATA", "source": "plan", "value": ["trial", "free"]},
+                {"type": "USERID", "value": ["openreplay"]},
+            ],
+            "sort": "timestamp",
+            "order": "DESC",
+            "limit": 10,
+            "page": 1,
+        }
+        async with http.post(
+            base, json=search, headers={"Authorization": "Bearer " + key["key"]}
+        ) as r:
             assert r.status == 200
             found = (await r.json())["data"]
         assert found["total"] == 1

@@ -1,0 +1,338 @@
+"""The PostgreSQL store: a small asyncpg pool, searched through a pg_trgm GIN index.
+
+Several nodes share one database: migrations run under an advisory lock, and every write that
+must happen once (a stored session, the JWT secret) is an insert that ignores conflicts.
+See docs/store.md for the data model and the search plan.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+
+from hub.errors import KeyNotFound, ProjectNotFound, SettingsError, StoreUnavailable
+from hub.registry.base import EndedSession
+from hub.store import keys
+from hub.store.base import ApiKey, NewKey, Project, SearchPage, StoredSession
+from hub.store.schema import migrations
+from hub.store.searchtext import (
+    MAX_ID,
+    can_match,
+    check_storable,
+    compact_json,
+    like_pattern,
+    storable,
+    storable_id,
+)
+
+# Any constant will do, as long as no other program on the database takes the same lock.
+_MIGRATION_LOCK = 0x6C697665687562  # "livehub"
+_UNIQUE_RETRIES = 5
+_POOL_MIN, _POOL_MAX = 1, 5
+_CONNECT_TIMEOUT = 10.0
+_COMMAND_TIMEOUT = 60.0
+
+# What "the database does not answer" looks like from asyncpg; anything else is a bug to surface.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.InvalidCatalogNameError,
+    asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+)
+# Raised both for a connection the server cut (then the connection is closed) and for misuse.
+_CLIENT_ERRORS = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
+
+_COLUMNS = "session_id, data_text, created_at, updated_at"
+_MATCHES = "FROM stored_sessions WHERE project_id = $1 AND data_text LIKE $2 ESCAPE '\\'"
+
+
+def search_query(project_id: int, needle: str, limit: int, offset: int) -> tuple[str, list[Any]]:
+    """The SQL and parameters of one search page; every row also carries the total.
+
+    The GIN trigram index answers ``LIKE '%…%'`` for needles with a trigram; the recheck of each
+    candidate row keeps the match exact and case-sensitive. Only the ids are counted and sorted;
+    the text is read for the page alone (a broad needle would otherwise carry every match's text
+    through the window and the sort, spilling to disk: 2x slower).
+    """
+    sql = (
+        "WITH page AS MATERIALIZED (SELECT id, updated_at, session_id,"
+        f" count(*) OVER () AS total {_MATCHES}"
+        " ORDER BY updated_at DESC, session_id, id LIMIT $3 OFFSET $4)"
+        " SELECT s.session_id, s.data_text, s.created_at, s.updated_at, page.total"
+        " FROM page JOIN stored_sessions AS s ON s.id = page.id"
+        " ORDER BY page.updated_at DESC, page.session_id, page.id"
+    )
+    return sql, [project_id, like_pattern(needle), limit, offset]
+
+
+def count_query(project_id: int, needle: str) -> tuple[str, list[Any]]:
+    """The SQL of the total alone, for a page past the last match."""
+    return f"SELECT count(*) {_MATCHES}", [project_id, like_pattern(needle)]
+
+
+class PostgresStore:
+    """:class:`hub.store.base.SessionStore` on a PostgreSQL database."""
+
+    def __init__(self, dsn: str, jwt_secret: str | None = None) -> None:
+        self._dsn = dsn
+        self._configured_jwt_secret = jwt_secret
+        self._jwt_secret: str | None = None
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=_POOL_MIN,
+                max_size=_POOL_MAX,
+                timeout=_CONNECT_TIMEOUT,
+                command_timeout=_COMMAND_TIMEOUT,
+            )
+        except _UNAVAILABLE as e:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {e}") from e
+        except (ValueError, asyncpg.ClientConfigurationError) as e:  # a malformed URL
+            raise SettingsError(f"HUB_DATABASE_URL: {e}") from e
+        try:
+            async with self._connection() as conn:
+                await self._migrate(conn)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def check(self) -> None:
+        await self._query("fetchval", "SELECT 1")
+
+    async def _migrate(self, conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            # Nodes starting together queue here; each migration is applied once.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version"
+                " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)"
+            )
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            for migration in migrations("postgres"):
+                if migration.version <= current:
+                    continue
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
+                    migration.version,
+                    migration.name,
+                    _now_ms(),
+                )
+
+    # Projects
+
+    async def create_project(self, name: str) -> Project:
+        check_storable(name, "name")
+        for _ in range(_UNIQUE_RETRIES):
+            project_key = keys.new_project_key()
+            project_id = await self._query(
+                "fetchval",
+                "INSERT INTO projects (project_key, name, created_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (project_key) DO NOTHING RETURNING id",
+                project_key,
+                name,
+                _now_ms(),
+                retry=False,
+            )
+            if project_id is not None:
+                return Project(int(project_id), project_key, name)
+        raise RuntimeError("could not draw a unique project key")
+
+    async def list_projects(self) -> list[Project]:
+        rows = await self._query("fetch", "SELECT id, project_key, name FROM projects ORDER BY id")
+        return [Project(int(r[0]), r[1], r[2]) for r in rows]
+
+    async def project_by_key(self, project_key: str) -> Project | None:
+        if not keys.is_project_key(project_key):
+            return None
+        row = await self._query(
+            "fetchrow",
+            "SELECT id, project_key, name FROM projects WHERE project_key = $1",
+            project_key,
+        )
+        return Project(int(row[0]), row[1], row[2]) if row else None
+
+    async def project_by_id(self, project_id: int) -> Project | None:
+        if not storable_id(project_id):
+            return None
+        row = await self._query(
+            "fetchrow", "SELECT id, project_key, name FROM projects WHERE id = $1", project_id
+        )
+        return Project(int(row[0]), row[1], row[2]) if row else None
+
+    # Keys
+
+    async def create_key(self, project_id: int | None, name: str) -> NewKey:
+        check_storable(name, "name")
+        if project_id is not None and not storable_id(project_id):
+            raise ProjectNotFound(f"project {project_id} not found")
+        for _ in range(_UNIQUE_RETRIES):
+            key_id = keys.new_key_id()
+            secret = keys.new_secret(key_id)
+            try:
+                inserted = await self._query(
+                    "fetchval",
+                    "INSERT INTO api_keys (key_id, project_id, name, secret_sha256, created_at)"
+                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (key_id) DO NOTHING"
+                    " RETURNING key_id",
+                    key_id,
+                    project_id,
+                    name,
+                    keys.hash_secret(secret),
+                    _now_ms(),
+                    retry=False,
+                )
+            except asyncpg.ForeignKeyViolationError as e:
+                raise ProjectNotFound(f"project {project_id} not found") from e
+            if inserted is not None:
+                return NewKey(key_id, secret, project_id, name)
+        raise RuntimeError("could not draw a unique key id")
+
+    async def revoke_key(self, key_id: str) -> None:
+        if not storable(key_id):
+            raise KeyNotFound(f"key {key_id!r} not found")
+        found = await self._query(
+            "fetchval",
+            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, $1) WHERE key_id = $2"
+            " RETURNING key_id",
+            _now_ms(),
+            key_id,
+        )
+        if found is None:
+            raise KeyNotFound(f"key {key_id} not found")
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        key_id = keys.key_id_of(secret)
+        if key_id is None:
+            return None
+        row = await self._query(
+            "fetchrow",
+            "SELECT project_id, name, secret_sha256 FROM api_keys"
+            " WHERE key_id = $1 AND revoked_at IS NULL",
+            key_id,
+        )
+        if row is None or not keys.secret_matches(secret, row[2]):
+            return None
+        return ApiKey(key_id, None if row[0] is None else int(row[0]), row[1])
+
+    async def jwt_secret(self) -> str:
+        if self._configured_jwt_secret is not None:
+            return self._configured_jwt_secret
+        if self._jwt_secret is None:
+            # Whoever inserts first wins; everyone then reads the winner's secret.
+            await self._query(
+                "execute",
+                "INSERT INTO hub_values (name, value) VALUES ('jwt_secret', $1)"
+                " ON CONFLICT (name) DO NOTHING",
+                keys.new_jwt_secret(),
+            )
+            value = await self._query(
+                "fetchval", "SELECT value FROM hub_values WHERE name = 'jwt_secret'"
+            )
+            self._jwt_secret = str(value)
+        return self._jwt_secret
+
+    # Stored sessions
+
+    async def save_session(self, ended: EndedSession) -> bool:
+        # Safe to retry: a second try of a write that did land is ignored on end_id. (It then
+        # answers False, which is still true: the session is stored once.)
+        stored_id = await self._query(
+            "fetchval",
+            "INSERT INTO stored_sessions (end_id, project_id, session_id, data_text,"
+            " created_at, updated_at, stored_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (end_id) DO NOTHING RETURNING id",
+            ended.end_id,
+            ended.project_id,
+            ended.session_id,
+            compact_json(ended.data),
+            ended.created_at_ms,
+            ended.updated_at_ms,
+            _now_ms(),
+        )
+        return stored_id is not None
+
+    async def search(self, project_id: int, needle: str, limit: int, offset: int) -> SearchPage:
+        if not can_match(needle) or not storable_id(project_id):
+            return SearchPage(0, [])
+        offset = min(offset, MAX_ID)  # past any row, and within what the database accepts
+        sql, params = search_query(project_id, needle, limit, offset)
+        rows = await self._query("fetch", sql, *params)
+        if rows:
+            return SearchPage(int(rows[0]["total"]), [_stored(r) for r in rows])
+        if offset == 0 and limit > 0:
+            return SearchPage(0, [])
+        sql, params = count_query(project_id, needle)
+        total = await self._query("fetchval", sql, *params)
+        return SearchPage(int(total), [])
+
+    async def get_session(self, project_id: int, session_id: str) -> StoredSession | None:
+        if not storable_id(project_id) or not storable(session_id):
+            return None
+        row = await self._query(
+            "fetchrow",
+            f"SELECT {_COLUMNS} FROM stored_sessions WHERE project_id = $1 AND session_id = $2"
+            " ORDER BY updated_at DESC, id DESC LIMIT 1",
+            project_id,
+            session_id,
+        )
+        return _stored(row) if row else None
+
+    # Plumbing
+
+    async def _query(self, method: str, sql: str, *args: Any, retry: bool = True) -> Any:
+        """Run one statement with the connection method ``method`` (``fetch``, ``fetchrow``,
+        ``fetchval`` or ``execute``).
+
+        A pooled connection may have died while idle (PostgreSQL restarted, failed over, or an
+        administrator ended it); the pool replaces it, so a statement that is safe to repeat gets
+        one more try before StoreUnavailable reaches the caller.
+        """
+        for attempt in range(2):
+            try:
+                async with self._connection() as conn:
+                    return await getattr(conn, method)(sql, *args)
+            except StoreUnavailable:
+                if not retry or attempt or self._pool is None:
+                    raise
+        raise AssertionError("unreachable")
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; failures to reach the database become StoreUnavailable."""
+        pool = self._pool
+        if pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not open")
+        try:
+            async with pool.acquire() as conn:
+                try:
+                    yield conn
+                except _CLIENT_ERRORS as e:
+                    if not conn.is_closed():
+                        raise
+                    raise StoreUnavailable(f"PostgreSQL connection lost: {e}") from e
+        except _UNAVAILABLE as e:
+            raise StoreUnavailable(f"PostgreSQL does not answer: {e}") from e
+
+
+def _stored(row: Any) -> StoredSession:
+    return StoredSession(str(row[0]), str(row[1]), int(row[2]), int(row[3]))
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
