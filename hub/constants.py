@@ -75,3 +75,23 @@ def node_tabs_key(node_id: str) -> str:
 def node_processing_key(node_id: str) -> str:
     """List of the outbox entries a node has taken and is storing."""
     return NODE_PREFIX + node_id + NODE_PROCESSING_SUFFIX
+
+
+# -- the agent directory (hub/registry/agents_redis.py) --------------------------------------
+
+# Per-session HASH: prefix + "{" + tag + "}"; agent socket id → "<nodeId>\n<agent JSON>".
+AGENTS_PREFIX = PREFIX + "ag:{"
+# Per-node SET (NODE_PREFIX + nodeId + suffix) of "<tag>\n<agent socket id>" that node holds.
+NODE_AGENTS_SUFFIX = ":agents"
+# SET of the node ids that hold (or held) agents, so entries of dead nodes can be found.
+AGENT_NODES_SET = PREFIX + "agent-nodes"
+
+
+def agents_key(project_key: str, session_id: str) -> str:
+    """Hash of the agents of one session, across the cluster."""
+    return AGENTS_PREFIX + session_tag(project_key, session_id) + "}"
+
+
+def node_agents_key(node_id: str) -> str:
+    """Set of the agents a node holds."""
+    return NODE_PREFIX + node_id + NODE_AGENTS_SUFFIX

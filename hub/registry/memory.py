@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 _IDENTITY_FIELDS = frozenset({"sessionID", "projectKey", "projectId"})
 
 
-@dataclass
+@dataclass(slots=True)
 class _Live:
     """A live session: its tabs and the data it will be stored with (its record is indexed)."""
 

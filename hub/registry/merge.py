@@ -53,7 +53,7 @@ def json_size(value: Any) -> int:
 _DATA_FRAME = len('{"sessionInfo":,"variables":,"messages":}')
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DataSize:
     """The compact-JSON size of a session's stored data, kept up to date piece by piece.
 
