@@ -24,12 +24,12 @@ from contextlib import suppress
 from dataclasses import dataclass
 from string import Template
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from hub import constants as c
 from hub.errors import RegistryUnavailable
 from hub.registry.agents import Agent
+from hub.registry.redis_conn import open_redis
 from hub.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -130,9 +130,7 @@ class RedisAgentDirectory:
         self._timeout_ms = round(settings.node_timeout * 1000)
         self._interval = min(1.0, settings.node_timeout / 4)
         self._positive_ttl = positive_ttl
-        self._redis = Redis.from_url(
-            settings.redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5
-        )
+        self._redis = open_redis(settings.redis_url)
         self._list = self._redis.register_script(_lua(_LIST))
         self._purge = self._redis.register_script(_lua(_PURGE))
         self._node_key = c.node_agents_key(self.node_id)
