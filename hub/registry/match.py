@@ -46,9 +46,7 @@ class RecordMatcher:
             if flt.field == "metadata" and not flt.source:
                 raise InvalidInput("a METADATA filter needs a source", "source")
             needles = tuple(dict.fromkeys(v.lower() for v in flt.values))
-            tests.append(
-                _Test(flt.field, flt.source, operator, needles, flt.operator in _NEGATED)
-            )
+            tests.append(_Test(flt.field, flt.source, operator, needles, flt.operator in _NEGATED))
         self._tests = tuple(tests)
 
     def __call__(self, record: Record) -> bool:
