@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from aiohttp.http_exceptions import HttpProcessingError
+
 REQUEST_ID: ContextVar[str | None] = ContextVar("livehub_request_id", default=None)
 CONNECTION_ID: ContextVar[str | None] = ContextVar("livehub_connection_id", default=None)
 
@@ -39,12 +41,13 @@ _AUTHORIZATION = re.compile(
 
 def redact(text: str) -> str:
     """``text`` with API keys, JWTs and Authorization values replaced by ``[redacted]``."""
+    # The header first: its value is taken whole, whatever it looks like.
+    if "uthorization" in text or "UTHORIZATION" in text:
+        text = _AUTHORIZATION.sub(r"\1" + REDACTED, text)
     if "lh_" in text:
         text = _API_KEY.sub(r"\1" + REDACTED, text)
     if "eyJ" in text:
         text = _JWT.sub(REDACTED, text)
-    if "uthorization" in text or "UTHORIZATION" in text:
-        text = _AUTHORIZATION.sub(r"\1" + REDACTED, text)
     return text
 
 
@@ -93,6 +96,27 @@ class RedactSecrets(logging.Filter):
             record.exc_text = redact(record.exc_text)
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
+        return True
+
+
+class ClientErrors(logging.Filter):
+    """Log a malformed HTTP request as what it is: the client's fault, at info, no traceback.
+
+    aiohttp's server logs a request it cannot parse (a NUL in a header, a broken request line)
+    at ERROR with a traceback; every scanner on the internet would then page the operator. It is
+    answered 400 all the same.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError) and (error.code or 400) < 500:
+            first_line = (error.message or "").strip().splitlines()[:1]
+            reason = first_line[0] if first_line else ""
+            record.msg = f"{record.getMessage()}: {reason}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
@@ -188,9 +212,14 @@ def configure(level: str, fmt: str) -> None:
     # Context first, so that what it adds is redacted too.
     handler.addFilter(ContextFilter())
     handler.addFilter(RedactSecrets())
+    # The handler filters by level too: ClientErrors lowers the level of records already let in.
+    handler.setLevel(level.upper())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrors) for f in server.filters):
+        server.addFilter(ClientErrors())
     # aiohttp's access log is one line a request; keep it at warning unless debugging.
     if level != "debug":
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
