@@ -1,0 +1,28 @@
+"""The one way a node opens its Redis clients (the registry and the agent directory)."""
+
+from __future__ import annotations
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+# redis-py's ``from_url`` retries nothing: after Redis restarts, every pooled connection fails
+# its next command once ("Connection closed by server"), which would fail a tracker's leave or
+# update for nothing. A closed connection is reopened and the command sent again. Only
+# connection errors are retried, not timeouts: a command that timed out may have run, and the
+# registry's scripts are not all idempotent. (Redis closes a connection after running a command
+# only on a restart, when what it ran is lost anyway.)
+RETRIES = 3
+
+
+def open_redis(url: str) -> Redis:
+    """A client with the node's timeouts that reconnects and retries on a closed connection."""
+    return Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), RETRIES),
+        retry_on_error=[RedisConnectionError],
+    )
