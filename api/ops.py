@@ -1,7 +1,9 @@
-"""Operations endpoints (SPEC §5.3): ``/health`` (liveness) and ``/ready`` (readiness).
+"""Operations endpoints (SPEC §5.3): ``/health`` (liveness), ``/ready`` (readiness) and
+``/metrics`` (Prometheus).
 
-Neither needs a key: they say nothing about any project, and load balancers and orchestrators
-call them without credentials.
+None needs a key: they say nothing about any project, and load balancers, orchestrators and
+Prometheus call them without credentials (docs/operations.md: keep ``/metrics`` off the public
+internet).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from hub.typedefs import REGISTRY, STORE
+from hub.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from hub.typedefs import METRICS, REGISTRY, STORE
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +32,14 @@ Check = Callable[[], Awaitable[None]]
 async def health(request: web.Request) -> web.Response:
     """200 while the process runs and its event loop answers."""
     return web.json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    """Every metric of this node in the Prometheus text format."""
+    return web.Response(
+        body=request.app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+    )
 
 
 @routes.get("/ready")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,16 +12,21 @@ import socketio
 from aiohttp import web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
+from api import middleware
+from api.cors import cors
 from api.errors import error_middleware
 from api.routes import setup_routes
-from hub import tracker
+from hub import agent, livefeed, tracker
 from hub.constants import SOCKETIO_CHANNEL
+from hub.metrics import Metrics
 from hub.registry import create_registry
 from hub.settings import Settings
 from hub.store import open_store
-from hub.typedefs import REGISTRY, SETTINGS, SIO, STORE
+from hub.typedefs import METRICS, REGISTRY, SETTINGS, SIO, STORE
 
 log = logging.getLogger(__name__)
+
+CLOSE_SOCKETS_TIMEOUT = 5.0  # seconds SIGTERM waits for the connections to close
 
 
 class _UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
@@ -40,6 +47,31 @@ class _UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
         return self._sock
 
 
+WRONG_PARSER_MESSAGE = (
+    "this hub speaks the Socket.IO msgpack parser (HUB_SOCKET_SERIALIZER=msgpack); "
+    "connect with a msgpack client"
+)
+
+
+class _HubServer(socketio.AsyncServer):  # type: ignore[misc]
+    """The node's Socket.IO server: on the msgpack parser it turns JSON clients away clearly.
+
+    Without this a JSON client's text packet fails to decode, the node logs a traceback and the
+    client waits for a CONNECT that never comes. It gets a CONNECT_ERROR it can read instead.
+    """
+
+    msgpack_only = False
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if self.msgpack_only and isinstance(data, str):
+            log.warning("refused a Socket.IO client with the JSON parser: this node uses msgpack")
+            # Written as the JSON parser writes CONNECT_ERROR ("4"), the one thing it can read.
+            await self.eio.send(eio_sid, "4" + json.dumps({"message": WRONG_PARSER_MESSAGE}))
+            await self.eio.disconnect(eio_sid)
+            return
+        await super()._handle_eio_message(eio_sid, data)
+
+
 def create_sio(settings: Settings) -> socketio.AsyncServer:
     """The Socket.IO server of a node; cross-node emits go through Redis when it is set."""
     manager = None
@@ -48,7 +80,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
     kwargs: dict[str, Any] = {}
     if settings.socket_serializer == "msgpack":
         kwargs["serializer"] = "msgpack"
-    sio = socketio.AsyncServer(
+    sio = _HubServer(
         async_mode="aiohttp",
         client_manager=manager,
         ping_interval=settings.ping_interval,
@@ -61,6 +93,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
         engineio_logger=False,
         **kwargs,
     )
+    sio.msgpack_only = settings.socket_serializer == "msgpack"
     if not settings.ws_compression:
         sio.eio._async = dict(sio.eio._async, websocket=_UncompressedWebSocket)
     return sio
@@ -68,13 +101,22 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
 
 def create_app(settings: Settings) -> web.Application:
     """Build one hub node; tests use the same factory."""
+    metrics = Metrics()
     app = web.Application(
         client_max_size=settings.limits.request_body_bytes,
-        middlewares=[error_middleware],
+        # Outermost first; docs in api/middleware.py.
+        middlewares=[
+            middleware.request_context(settings.socket_path),
+            middleware.observe(metrics, settings.socket_path),
+            cors(settings.cors_origins, settings.socket_path),
+            error_middleware,
+            middleware.count_failures(metrics),
+        ],
         # The tracker's sessionInfo travels in the query string (docs/protocol.md).
         handler_args={"max_line_size": tracker.request_line_bytes(settings.limits)},
     )
     app[SETTINGS] = settings
+    app[METRICS] = metrics
     sio = create_sio(settings)
     app[SIO] = sio
     sio.attach(app, socketio_path=settings.socket_path)
@@ -84,6 +126,8 @@ def create_app(settings: Settings) -> web.Application:
     # tab leaves (its session enters the grace) while the registry still runs.
     app.on_shutdown.append(_close_sockets)
     tracker.register(app, sio)
+    agent.register(app, sio)
+    livefeed.register(app, sio)
     setup_routes(app)
     return app
 
@@ -98,7 +142,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
     store = app[STORE]
-    registry = create_registry(app[SETTINGS], store.save_session)
+    metrics = app[METRICS]
+    registry = create_registry(app[SETTINGS], metrics.count_saves(store.save_session))
+    metrics.watch_live_sessions(registry.live_count)
     await registry.start()
     app[REGISTRY] = registry
     yield
@@ -108,6 +154,22 @@ async def _registry_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _close_sockets(app: web.Application) -> None:
     sio = app[SIO]
     try:
-        await sio.shutdown()
+        # sio.shutdown() only stops background tasks: the connections themselves are closed
+        # here, at the Engine.IO level (socket.io-client reconnects after a transport close,
+        # not after a Socket.IO DISCONNECT). Each disconnect handler runs inside, while the
+        # registry still runs. Bounded: a polling client may not come back for its CLOSE.
+        sockets = list(sio.eio.sockets.values())
+        if sockets:
+            await asyncio.wait_for(sio.eio.disconnect(), CLOSE_SOCKETS_TIMEOUT)
+        for socket in sockets:
+            # python-engineio sends CLOSE but keeps a websocket open until its writer times out
+            # (ping interval + timeout), and socket.io-client ignores CLOSE on a websocket: it
+            # would go on sending into a closed session. None ends the writer, which closes
+            # the websocket, so the client sees a transport close and reconnects at once.
+            socket.queue.put_nowait(None)
     except Exception:
         log.exception("closing the Socket.IO connections failed")
+    try:
+        await sio.shutdown()
+    except Exception:
+        log.exception("stopping Socket.IO failed")

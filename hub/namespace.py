@@ -7,13 +7,18 @@ relay adds ``agent`` with ``root_namespace(sio).add_role("agent", ...)``.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 import socketio
 
 from hub.handshake import parse_query
+from hub.logs import bind_connection
+from hub.metrics import Metrics
 
 NAMESPACE = "/"
+
+log = logging.getLogger(__name__)
 
 
 class Role(Protocol):
@@ -35,6 +40,7 @@ class RootNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         super().__init__(NAMESPACE)
         self._roles: dict[str, Role] = {}
         self._role_of: dict[str, Role] = {}
+        self.metrics: Metrics | None = None  # set by hub.tracker.register
 
     def add_role(self, identity: str, role: Role) -> None:
         self._roles[identity] = role
@@ -43,6 +49,11 @@ class RootNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         return self._roles.get(identity)
 
     async def trigger_event(self, event: str, *args: Any) -> Any:
+        # Every log line of the handlers carries the connection's sid (hub/logs.py).
+        with bind_connection(args[0]):
+            return await self._dispatch(event, *args)
+
+    async def _dispatch(self, event: str, *args: Any) -> Any:
         sid = args[0]
         connected = self.server.manager.is_connected(sid, NAMESPACE)
         if event == "connect" and not connected:
@@ -50,17 +61,27 @@ class RootNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if event == "disconnect" and not connected:
             role = self._role_of.pop(sid, None)
             if role is not None:
+                if self.metrics is not None:
+                    self.metrics.disconnected(self._identity(role))
+                log.debug("disconnected (%s)", args[1] if len(args) > 1 else "")
                 await role.disconnect(sid, args[1] if len(args) > 1 else "")
             return None
         role = self._role_of.get(sid)
         if role is None:
             return None
+        if self.metrics is not None:
+            self.metrics.event_in(self._identity(role), event)
         return await role.event(sid, event, args[1:])
+
+    def _identity(self, role: Role) -> str:
+        return next((name for name, r in self._roles.items() if r is role), "")
 
     async def _connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         identity = parse_query(environ.get("QUERY_STRING", "")).get("identity", "")
         role = self._roles.get(identity)
         if role is None:
+            if self.metrics is not None:
+                self.metrics.refused_connection(identity)
             if identity == "agent":
                 raise socketio.exceptions.ConnectionRefusedError(
                     "identity=agent is not available on this hub yet"
@@ -68,8 +89,17 @@ class RootNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             raise socketio.exceptions.ConnectionRefusedError(
                 f"unknown identity {identity[:40]!r}: it must be session or agent"
             )
-        await role.connect(sid, environ, auth)
+        try:
+            await role.connect(sid, environ, auth)
+        except Exception as e:
+            if self.metrics is not None:
+                self.metrics.refused_connection(identity)
+            log.debug("refused identity=%.40s: %s", identity, e)
+            raise
         self._role_of[sid] = role
+        if self.metrics is not None:
+            self.metrics.connected(identity)
+        log.debug("connected as identity=%s", identity)
 
 
 def root_namespace(sio: socketio.AsyncServer) -> RootNamespace:

@@ -41,16 +41,19 @@ from hub.payloads import (
     validate_update,
 )
 from hub.registry.base import TabJoin
-from hub.rooms import session_room
+from hub.rooms import session_room, tab_room
 from hub.settings import Limits
 from hub.store.base import Project
-from hub.typedefs import REGISTRY, SETTINGS, STORE
+from hub.typedefs import METRICS, REGISTRY, SETTINGS, STORE
 from hub.useragent import UserAgentParser
 
 log = logging.getLogger(__name__)
 
 ERROR_EVENT = "ERROR"
 ALREADY_CONNECTED_EVENT = "SESSION_ALREADY_CONNECTED"
+# A tab's leave that the registry could not take is retried, 0.1 s doubling to 5 s.
+LEAVE_RETRY_FIRST = 0.1
+LEAVE_RETRY_MAX = 5.0
 # A client can send an EVENT packet named like these; python-socketio would hand it to the
 # connect or disconnect handler, so they are recognised and refused as events.
 _RESERVED_EVENTS = frozenset({"connect", "disconnect"})
@@ -137,6 +140,7 @@ class TrackerRole:
             raise socketio.exceptions.ConnectionRefusedError(str(e)) from e
         except HubError as e:
             log.warning("refused a tracker: %s", e)
+            self.app[METRICS].failed(e)
             raise socketio.exceptions.ConnectionRefusedError(
                 "the hub cannot take sessions right now, retry later"
             ) from e
@@ -185,6 +189,11 @@ class TrackerRole:
             await registry.leave_tab(tab.project_key, tab.session_id, tab.tab_id)
             raise socketio.exceptions.ConnectionRefusedError("the connection closed while joining")
         await self.sio.enter_room(sid, tab.room, namespace=NAMESPACE)
+        # The tab's own room, where agents address it (hub/agent.py): entered right after the
+        # registry lists the tab, not in a hook that runs later.
+        await self.sio.enter_room(
+            sid, tab_room(tab.project_key, tab.session_id, tab.tab_id), namespace=NAMESPACE
+        )
         self.tabs[sid] = tab
         self._when_connected(sid, lambda: self.hooks.tab_joined(tab, join))
 
@@ -233,6 +242,7 @@ class TrackerRole:
             namespace=NAMESPACE,
             ignore_queue=True,
         )
+        self.app[METRICS].event_out(ALREADY_CONNECTED_EVENT)
         await self.sio.disconnect(tab.sid, namespace=NAMESPACE, ignore_queue=True)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -308,8 +318,10 @@ class TrackerRole:
             await self.sio.emit(
                 ERROR_EVENT, body, to=tab.sid, namespace=NAMESPACE, ignore_queue=True
             )
+            self.app[METRICS].event_out(ERROR_EVENT, body["code"])
         except Exception:
             log.warning("could not send ERROR to %s", tab.sid, exc_info=True)
+        self.app[METRICS].failed(error)
         return {"ok": False, "error": body}
 
     # -- disconnect ----------------------------------------------------------------------------
@@ -324,6 +336,17 @@ class TrackerRole:
                 last = await self.app[REGISTRY].leave_tab(
                     tab.project_key, tab.session_id, tab.tab_id
                 )
+            except Unavailable:
+                # Redis is away: a tab left registered would keep its session live for ever (and
+                # be restored with it), so the leave is retried until Redis answers again.
+                log.warning(
+                    "could not let tab %s of session %s go yet; retrying",
+                    tab.tab_id,
+                    tab.session_id,
+                    extra={"projectKey": tab.project_key},
+                )
+                self._spawn(self._leave_later(tab))
+                return
             except Exception:
                 log.exception(
                     "could not let tab %s of session %s go",
@@ -332,10 +355,32 @@ class TrackerRole:
                     extra={"projectKey": tab.project_key},
                 )
                 return
+        await self._tab_left(tab, last)
+
+    async def _leave_later(self, tab: TrackerTab) -> None:
+        """Retry a tab's leave with capped backoff until the registry takes it."""
+        delay = LEAVE_RETRY_FIRST
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                last = await self.app[REGISTRY].leave_tab(
+                    tab.project_key, tab.session_id, tab.tab_id
+                )
+            except Unavailable:
+                delay = min(LEAVE_RETRY_MAX, delay * 2)
+                continue
+            except Exception:
+                log.exception("could not let tab %s of session %s go", tab.tab_id, tab.session_id)
+                return
+            log.info("tab %s of session %s let go after a retry", tab.tab_id, tab.session_id)
+            await self._tab_left(tab, last)
+            return
+
+    async def _tab_left(self, tab: TrackerTab, last: bool) -> None:
         try:
             await self.hooks.tab_left(tab, last)
         except Exception:
-            log.exception("tracker hook failed", extra={"sid": sid})
+            log.exception("tracker hook failed", extra={"sid": tab.sid})
 
 
 def error_code(error: HubError) -> str:
@@ -364,6 +409,7 @@ def register(app: web.Application, sio: socketio.AsyncServer) -> None:
     """Put the default namespace, with the tracker role, on ``sio``; called by create_app."""
     role = TrackerRole(app, sio)
     namespace = RootNamespace()
+    namespace.metrics = app.get(METRICS)
     namespace.add_role("session", role)
     sio.register_namespace(namespace)
     app.cleanup_ctx.append(role.resources)

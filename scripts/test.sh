@@ -26,6 +26,22 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
+# nginx: the e2e tests run deploy/nginx/livehub.conf in their own nginx (never the system one,
+# which is not started: policy-rc.d keeps the package from starting it where none is in place).
+if ! command -v nginx >/dev/null && ! [ -x /usr/sbin/nginx ]; then
+  apt-get update -qq
+  package=nginx-light
+  apt-cache show nginx-light >/dev/null 2>&1 || package=nginx
+  own_policy=
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    own_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
+  if [ -n "$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+export PATH="$PATH:/usr/sbin"
+
 # PostgreSQL: 127.0.0.1:5432 with trust auth, and a database for the tests.
 if ! command -v pg_ctlcluster >/dev/null; then
   apt-get update -qq && apt-get install -y -qq postgresql >/dev/null

@@ -22,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from hub.settings import Limits, Settings
 from hub.store.base import NewKey, Project
 from hub.typedefs import STORE
+from tests.openapi_validation import OpenApiValidator, validate_responses
 
 REDIS_URL = os.environ.get("LIVEHUB_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 POSTGRES_URL = os.environ.get(
@@ -118,12 +119,23 @@ class Hub:
 HubFactory = Callable[..., Awaitable[Hub]]
 
 
+@pytest.fixture(scope="session")
+def openapi_validator() -> OpenApiValidator:
+    """The OpenAPI document of the REST API, as a checker of responses."""
+    return OpenApiValidator()
+
+
 @pytest.fixture
 async def make_hub(
     aiohttp_client: Callable[..., Awaitable[TestClient[web.Request, web.Application]]],
     make_settings: SettingsFactory,
+    openapi_validator: OpenApiValidator,
 ) -> HubFactory:
-    """Start a hub application on a free port, with settings overridden by keyword."""
+    """Start a hub application on a free port, with settings overridden by keyword.
+
+    Every response its ``client`` gets is held to the OpenAPI document
+    (tests/openapi_validation.py).
+    """
 
     from hub.app import create_app
 
@@ -131,6 +143,7 @@ async def make_hub(
         settings = make_settings(**overrides)
         app = create_app(settings)
         client = await aiohttp_client(app)
+        validate_responses(client, openapi_validator)
         return Hub(client=client, app=app, settings=settings)
 
     return make

@@ -143,3 +143,6 @@ class PresenceRegistry(Protocol):
 
     def listen(self, listener: ChangeListener) -> Callable[[], None]:
         """Call ``listener`` for every change, in order; returns a function that stops it."""
+
+    def live_count(self) -> int:
+        """How many sessions are live, every project together, as this node knows now."""

@@ -252,6 +252,10 @@ class MemoryRegistry:
         """Distinct values containing q (see :meth:`SessionIndex.autocomplete`)."""
         return self._index.autocomplete(project_key, field, q, limit)
 
+    def live_count(self) -> int:
+        """Live sessions, of every project (the ``livehub_live_sessions`` gauge)."""
+        return len(self._index)
+
     def listen(self, listener: ChangeListener) -> Callable[[], None]:
         """Call ``listener`` synchronously for every change, in order; returns its stopper."""
         self._listeners.append(listener)

@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from hub import constants as c
@@ -39,6 +38,7 @@ from hub.registry.base import (
     TabJoin,
 )
 from hub.registry.merge import copy_json, deep_merge, dumps_compact
+from hub.registry.redis_conn import open_redis
 from hub.registry.redis_local import LocalSession, Membership, info_size
 from hub.registry.redis_outbox import Outbox
 from hub.registry.redis_replica import Replica
@@ -87,12 +87,7 @@ class RedisRegistry:
         self._grace_ms = round(settings.session_grace * 1000)
         self._timeout_ms = round(settings.node_timeout * 1000)
         self._beat_interval = min(1.0, settings.node_timeout / 4)
-        self._redis = Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            socket_timeout=10,
-            socket_connect_timeout=5,
-        )
+        self._redis = open_redis(settings.redis_url)
         self._scripts = Scripts(self._redis)
         self._member = Membership(self._redis, self._scripts, self.node_id)
         self._local = self._member.copies
@@ -204,12 +199,16 @@ class RedisRegistry:
         if self._closed:
             return False  # close() released every tab of this node already
         key = (project_key, session_id)
+        args: list[str | int] = [c.session_tag(project_key, session_id), tab_id, self._grace_ms]
         with _unavailable("leave_tab"):
-            result = int(
-                await self._scripts.leave(
-                    args=[c.session_tag(project_key, session_id), tab_id, self._grace_ms]
-                )
-            )
+            result = int(await self._scripts.leave(args=args))
+            held = self._local.get(key)
+            # Redis does not know a tab this node holds: it lost its data and this node has not
+            # beaten since. Restore first, or the copy would be dropped below and the session
+            # lost (never ended, never stored).
+            if result < 0 and held is not None and tab_id in held.tabs:
+                if await self._member.recover(key):
+                    result = int(await self._scripts.leave(args=args))
         local = self._local.get(key)
         if local is not None and tab_id in local.tabs:
             local.tabs.remove(tab_id)
@@ -339,6 +338,10 @@ class RedisRegistry:
         with _unavailable("autocomplete"):
             await self._replica.sync()
         return self._replica.index.autocomplete(project_key, field, q, limit)
+
+    def live_count(self) -> int:
+        """Live sessions of the cluster as this node's replica holds them (no Redis call)."""
+        return len(self._replica.index)
 
     # -- background work ---------------------------------------------------------------------
 

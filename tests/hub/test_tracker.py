@@ -274,7 +274,8 @@ async def test_session_id_with_dashes_from_session_info(
 REFUSALS = [
     ({"peerId": "{key}-s1"}, "unknown identity"),
     ({"identity": "browser", "peerId": "{key}-s1"}, "unknown identity"),
-    ({"identity": "agent", "peerId": "{key}-s1"}, "identity=agent is not available"),
+    # identity=agent goes to the agent role (hub/agent.py): this one lacks its agentInfo.
+    ({"identity": "agent", "peerId": "{key}-s1"}, "agentInfo is required"),
     ({"identity": "session"}, "peerId is required"),
     ({"identity": "session", "peerId": "NoSuchProjectKey0000-s1"}, "unknown project key"),
     ({"identity": "session", "peerId": "bad key!-s1"}, "unknown project key"),
