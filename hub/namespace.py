@@ -82,10 +82,6 @@ class RootNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if role is None:
             if self.metrics is not None:
                 self.metrics.refused_connection(identity)
-            if identity == "agent":
-                raise socketio.exceptions.ConnectionRefusedError(
-                    "identity=agent is not available on this hub yet"
-                )
             raise socketio.exceptions.ConnectionRefusedError(
                 f"unknown identity {identity[:40]!r}: it must be session or agent"
             )

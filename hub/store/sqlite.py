@@ -121,12 +121,25 @@ class SqliteStore:
         try:
             async with self._guard() as db:
                 await db.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-                await db.execute("PRAGMA journal_mode = WAL")
+                await self._enable_wal(db)
                 await db.execute("PRAGMA foreign_keys = ON")
                 await self._migrate(db)
         except BaseException:
             await self.close()
             raise
+
+    async def _enable_wal(self, db: aiosqlite.Connection) -> None:
+        # Switching a fresh file to WAL needs an exclusive lock and SQLite answers "database is
+        # locked" at once, without the busy handler, when another node opens it at that moment.
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                await db.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         if self._db is not None:
