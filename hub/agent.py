@@ -11,7 +11,6 @@ side plugs into the tracker through :class:`AgentHooks`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -26,13 +25,17 @@ from hub.errors import (
     InvalidInput,
     NotFound,
     ProjectNotFound,
-    RateLimited,
-    TooLarge,
     Unauthorized,
 )
-from hub.handshake import ID_PATTERN, ID_RULE, PROJECT_KEY_PATTERN, parse_query
+from hub.handshake import (
+    ID_PATTERN,
+    ID_RULE,
+    PROJECT_KEY_PATTERN,
+    parse_json_object_param,
+    parse_query,
+)
 from hub.namespace import NAMESPACE, root_namespace
-from hub.payloads import UPDATE_SESSION, TokenBucket, check_event_size, json_size
+from hub.payloads import UPDATE_SESSION, TokenBucket, check_event_size, handle_event
 from hub.registry.agents import Agent, AgentDirectory, create_agent_directory
 from hub.registry.base import TabJoin
 from hub.rooms import agents_room, session_room, tab_room
@@ -106,27 +109,11 @@ def parse_agent_info(raw: str | None, limits: Limits) -> dict[str, Any]:
     """``agentInfo``: a JSON object (within the sessionInfo size limit) with a non-empty ``id``."""
     if not raw:
         raise InvalidInput("agentInfo is required: a JSON object with an id", "agentInfo")
-    size = len(raw.encode("utf-8", "surrogatepass"))
-    if size > limits.session_info_bytes:
-        raise TooLarge(
-            f"agentInfo is {size} bytes, over the limit of {limits.session_info_bytes}",
-            "agentInfo",
-        )
-    try:
-        info = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as e:
-        raise InvalidInput("agentInfo is not valid JSON", "agentInfo") from e
-    if not isinstance(info, dict):
-        raise InvalidInput("agentInfo must be a JSON object", "agentInfo")
-    json_size(info)  # refuses unpaired surrogates, which cannot travel as UTF-8
+    info = parse_json_object_param(raw, "agentInfo", limits)
     agent_id = info.get("id")
     if isinstance(agent_id, bool) or not isinstance(agent_id, str | int) or agent_id == "":
         raise InvalidInput("agentInfo.id must be a non-empty string or an integer", "agentInfo.id")
     return info
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _named_tab(payload: Any) -> str | None:
@@ -296,23 +283,13 @@ class AgentRole:
         conn = self.agents.get(sid)
         if conn is None:
             return {"ok": False, "error": {"code": "not_connected", "message": "not connected"}}
-        if not conn.limiter.take():  # before any await: tokens go in arrival order
-            return await self._refuse(
-                conn,
-                event,
-                RateLimited(
-                    f"over {conn.limiter.rate:g} events a second (bursts of {conn.limiter.burst})"
-                ),
-            )
-        async with conn.lock:
-            try:
-                await self._forward(conn, event, args)
-            except HubError as e:
-                return await self._refuse(conn, event, e)
-            except Exception:
-                log.exception("agent event %r failed", event, extra={"sid": sid})
-                return await self._refuse(conn, event, HubError("internal error"))
-        return {"ok": True}
+        return await handle_event(
+            conn.limiter,
+            conn.lock,
+            lambda: self._forward(conn, event, args),
+            lambda error: self._refuse(conn, event, error),
+            f"agent event {event!r}",
+        )
 
     async def _forward(self, conn: AgentConnection, event: str, args: tuple[Any, ...]) -> None:
         if event in _RESERVED_EVENTS:

@@ -108,23 +108,28 @@ def parse_handshake(
     return Handshake(project_key, session_id, tab_id, False, info)
 
 
-def parse_session_info(raw: str | None, limits: Limits) -> dict[str, Any]:
-    """The fields of ``sessionInfo`` the record takes, validated; null counts as absent."""
-    if raw is None or raw == "":
-        return {}
+def parse_json_object_param(raw: str, name: str, limits: Limits) -> dict[str, Any]:
+    """A query parameter holding a JSON object, within the sessionInfo size limit."""
     size = len(raw.encode("utf-8", "surrogatepass"))
     if size > limits.session_info_bytes:
         raise TooLarge(
-            f"sessionInfo is {size} bytes, over the limit of {limits.session_info_bytes}",
-            "sessionInfo",
+            f"{name} is {size} bytes, over the limit of {limits.session_info_bytes}", name
         )
     try:
         value = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as e:
-        raise InvalidInput("sessionInfo is not valid JSON", "sessionInfo") from e
+        raise InvalidInput(f"{name} is not valid JSON", name) from e
     if not isinstance(value, dict):
-        raise InvalidInput("sessionInfo must be a JSON object", "sessionInfo")
-    json_size(value)  # refuses unpaired surrogates, which no store could keep
+        raise InvalidInput(f"{name} must be a JSON object", name)
+    json_size(value)  # refuses unpaired surrogates, which cannot travel as UTF-8
+    return value
+
+
+def parse_session_info(raw: str | None, limits: Limits) -> dict[str, Any]:
+    """The fields of ``sessionInfo`` the record takes, validated; null counts as absent."""
+    if raw is None or raw == "":
+        return {}
+    value = parse_json_object_param(raw, "sessionInfo", limits)
 
     info: dict[str, Any] = {}
     for name in ("sessionID", *STRING_FIELDS, *USER_AGENT_FIELDS):

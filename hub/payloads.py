@@ -7,14 +7,18 @@ Every function here either returns a clean value or raises :class:`hub.errors.In
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hub.errors import InvalidInput, TooLarge
+from hub.errors import HubError, InvalidInput, RateLimited, TooLarge
 from hub.settings import Limits
+
+log = logging.getLogger(__name__)
 
 UPDATE_SESSION = "UPDATE_SESSION"
 SESSION_MESSAGE = "SESSION_MESSAGE"
@@ -210,3 +214,30 @@ class TokenBucket:
             return False
         self._tokens -= 1
         return True
+
+
+async def handle_event(
+    limiter: TokenBucket,
+    lock: asyncio.Lock,
+    accept: Callable[[], Awaitable[None]],
+    refuse: Callable[[HubError], Awaitable[dict[str, Any]]],
+    describe: str,
+) -> dict[str, Any]:
+    """Run one event of a connection under its rate limit and its lock.
+
+    The answer is the event's ack: ``{"ok": true}``, or what ``refuse`` answers for the error.
+    """
+    # Taken before anything awaits, so tokens go in the order the events arrived.
+    if not limiter.take():
+        return await refuse(
+            RateLimited(f"over {limiter.rate:g} events a second (bursts of {limiter.burst})")
+        )
+    async with lock:
+        try:
+            await accept()
+        except HubError as e:
+            return await refuse(e)
+        except Exception:
+            log.exception("%s failed", describe)
+            return await refuse(HubError("internal error"))
+    return {"ok": True}

@@ -37,6 +37,7 @@ from hub.payloads import (
     TokenBucket,
     check_event_size,
     check_merged_metadata,
+    handle_event,
     validate_message,
     validate_update,
 )
@@ -256,24 +257,13 @@ class TrackerRole:
         tab = self.tabs.get(sid)
         if tab is None or tab.duplicate:
             return {"ok": False, "error": {"code": "not_connected", "message": "not connected"}}
-        # Taken before anything awaits, so tokens go in the order the events arrived.
-        if not tab.limiter.take():
-            return await self._refuse(
-                tab,
-                event,
-                RateLimited(
-                    f"over {tab.limiter.rate:g} events a second (bursts of {tab.limiter.burst})"
-                ),
-            )
-        async with tab.lock:
-            try:
-                await self._accept(tab, event, args)
-            except HubError as e:
-                return await self._refuse(tab, event, e)
-            except Exception:
-                log.exception("tracker event %r failed", event, extra={"sid": sid})
-                return await self._refuse(tab, event, HubError("internal error"))
-        return {"ok": True}
+        return await handle_event(
+            tab.limiter,
+            tab.lock,
+            lambda: self._accept(tab, event, args),
+            lambda error: self._refuse(tab, event, error),
+            f"tracker event {event!r}",
+        )
 
     async def _accept(self, tab: TrackerTab, event: str, args: tuple[Any, ...]) -> None:
         limits = self.app[SETTINGS].limits
