@@ -54,7 +54,7 @@ WRONG_PARSER_MESSAGE = (
 
 
 class _HubServer(socketio.AsyncServer):  # type: ignore[misc]
-    """The node's Socket.IO server: on the msgpack parser it turns JSON clients away clearly.
+    """The node's Socket.IO server: it turns away clients it cannot understand, clearly.
 
     Without this a JSON client's text packet fails to decode, the node logs a traceback and the
     client waits for a CONNECT that never comes. It gets a CONNECT_ERROR it can read instead.
@@ -69,7 +69,22 @@ class _HubServer(socketio.AsyncServer):  # type: ignore[misc]
             await self.eio.send(eio_sid, "4" + json.dumps({"message": WRONG_PARSER_MESSAGE}))
             await self.eio.disconnect(eio_sid)
             return
-        await super()._handle_eio_message(eio_sid, data)
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except ValueError:
+            if self._decodes(data):
+                raise
+            # python-socketio would log a traceback and leave the client waiting for an answer
+            # that never comes (a bare number as CONNECT auth does it): close it instead.
+            log.warning("closed a Socket.IO connection that sent a packet it cannot decode")
+            await self.eio.disconnect(eio_sid)
+
+    def _decodes(self, data: Any) -> bool:
+        try:
+            self.packet_class(encoded_packet=data)
+        except ValueError:
+            return False
+        return True
 
 
 def create_sio(settings: Settings) -> socketio.AsyncServer:
