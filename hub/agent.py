@@ -34,7 +34,7 @@ from hub.handshake import (
     parse_json_object_param,
     parse_query,
 )
-from hub.namespace import NAMESPACE, root_namespace
+from hub.namespace import NAMESPACE, root_namespace, still_open
 from hub.payloads import UPDATE_SESSION, TokenBucket, check_event_size, handle_event
 from hub.registry.agents import Agent, AgentDirectory, create_agent_directory
 from hub.registry.base import TabJoin
@@ -188,10 +188,10 @@ class AgentRole:
             info=handshake.info,
             limiter=TokenBucket(limits.events_per_second, limits.event_burst),
         )
-        if not _still_open(self.sio, sid):
+        if not still_open(self.sio, sid):
             raise socketio.exceptions.ConnectionRefusedError("the connection closed while joining")
         await self.directory.add(conn.project_key, conn.session_id, Agent(sid, conn.info))
-        if not _still_open(self.sio, sid):
+        if not still_open(self.sio, sid):
             # python-socketio reports no disconnect for a connection never completed.
             await self.directory.remove(conn.project_key, conn.session_id, sid)
             raise socketio.exceptions.ConnectionRefusedError("the connection closed while joining")
@@ -416,12 +416,6 @@ def _update_data(payload: Any) -> Any:
     ):
         return payload["data"]
     return payload
-
-
-def _still_open(sio: socketio.AsyncServer, sid: str) -> bool:
-    eio_sid = sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-    socket = sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
-    return socket is not None and not socket.closing and not socket.closed
 
 
 def agent_role(sio: socketio.AsyncServer) -> AgentRole:

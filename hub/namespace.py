@@ -98,6 +98,13 @@ class RootNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         log.debug("connected as identity=%s", identity)
 
 
+def still_open(sio: socketio.AsyncServer, sid: str) -> bool:
+    """Whether the Engine.IO socket under a ``/`` connection is open and not closing."""
+    eio_sid = sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+    socket = sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+    return socket is not None and not socket.closing and not socket.closed
+
+
 def root_namespace(sio: socketio.AsyncServer) -> RootNamespace:
     """The dispatching namespace ``register`` put on ``sio``."""
     namespace = sio.namespace_handlers.get(NAMESPACE)

@@ -30,7 +30,7 @@ from hub.errors import (
 )
 from hub.geo import GeoInfo, GeoLocator, client_address
 from hub.handshake import build_record, parse_handshake, parse_query
-from hub.namespace import NAMESPACE, RootNamespace, root_namespace
+from hub.namespace import NAMESPACE, RootNamespace, root_namespace, still_open
 from hub.payloads import (
     SESSION_MESSAGE,
     UPDATE_SESSION,
@@ -172,7 +172,7 @@ class TrackerRole:
             tab_id=handshake.tab_id,
             limiter=TokenBucket(settings.limits.events_per_second, settings.limits.event_burst),
         )
-        if not self._still_open(sid):
+        if not still_open(self.sio, sid):
             # Gone while its project was looked up: nothing to register.
             raise socketio.exceptions.ConnectionRefusedError("the connection closed while joining")
         registry = self.app[REGISTRY]
@@ -184,7 +184,7 @@ class TrackerRole:
             self.tabs[sid] = tab
             self._when_connected(sid, lambda: self._turn_away(tab))
             return
-        if not self._still_open(sid):
+        if not still_open(self.sio, sid):
             # The client left while it was joining: python-socketio would not report that
             # disconnect (the connection was not complete yet), so undo the join here.
             await registry.leave_tab(tab.project_key, tab.session_id, tab.tab_id)
@@ -206,11 +206,6 @@ class TrackerRole:
                 raise ProjectNotFound("unknown project key")
             self._projects[project_key] = project
         return project
-
-    def _still_open(self, sid: str) -> bool:
-        eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
-        socket = self.sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
-        return socket is not None and not socket.closing and not socket.closed
 
     def _when_connected(self, sid: str, then: Callable[[], Awaitable[None]]) -> None:
         """Run ``then`` once python-socketio has sent CONNECT, so its emits come after it."""
