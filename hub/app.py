@@ -10,7 +10,6 @@ from typing import Any
 
 import socketio
 from aiohttp import web
-from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from api import middleware
 from api.cors import cors
@@ -23,28 +22,11 @@ from hub.registry import create_registry
 from hub.settings import Settings
 from hub.store import open_store
 from hub.typedefs import METRICS, REGISTRY, SETTINGS, SIO, STORE
+from hub.websocket import HubEngineIO
 
 log = logging.getLogger(__name__)
 
 CLOSE_SOCKETS_TIMEOUT = 5.0  # seconds SIGTERM waits for the connections to close
-
-
-class _UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
-    """The Engine.IO websocket without per-message deflate.
-
-    Compression costs about 90 KB per connection (docs/benchmarks.md); the events of a live
-    session are small, so it is off unless HUB_WS_COMPRESSION is set.
-    """
-
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        request = environ["aiohttp.request"]
-        self._sock = web.WebSocketResponse(
-            max_msg_size=self.server.max_http_buffer_size, compress=False
-        )
-        await self._sock.prepare(request)
-        self.environ = environ
-        await self.handler(self)
-        return self._sock
 
 
 WRONG_PARSER_MESSAGE = (
@@ -61,6 +43,9 @@ class _HubServer(socketio.AsyncServer):  # type: ignore[misc]
     """
 
     msgpack_only = False
+
+    def _engineio_server_class(self) -> type[HubEngineIO]:
+        return HubEngineIO
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         if self.msgpack_only and isinstance(data, str):
@@ -110,7 +95,7 @@ def create_sio(settings: Settings) -> socketio.AsyncServer:
     )
     sio.msgpack_only = settings.socket_serializer == "msgpack"
     if not settings.ws_compression:
-        sio.eio._async = dict(sio.eio._async, websocket=_UncompressedWebSocket)
+        sio.eio.use_hub_websocket()
     return sio
 
 

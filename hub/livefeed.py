@@ -39,6 +39,7 @@ from hub.registry.base import Change, Filter, PresenceRegistry, SessionQuery
 from hub.registry.match import FilterKey, RecordMatcher, filters_key
 from hub.store.base import ApiKey, Project
 from hub.typedefs import METRICS, REGISTRY, STORE
+from hub.websocket import frame
 
 log = logging.getLogger(__name__)
 
@@ -422,24 +423,34 @@ class LiveFeed(socketio.AsyncNamespace):  # type: ignore[misc]
                 self._send(ENDED, body, rooms[reason])
 
     def _send(self, event: str, body: Any, rooms: list[str]) -> None:
-        """Queue one event for every subscriber in ``rooms`` on this node, encoded once.
+        """Send one event to every subscriber in ``rooms`` on this node, encoded once.
 
         Local only: every node serves its own subscribers from its own replica of the registry,
         so this must never go through the Redis manager (docs/architecture.md, "Cross-node
         fan-out"). It does what ``emit(..., ignore_queue=True)`` does, less the task and the two
-        coroutine calls python-socketio spends per recipient, which made 200 subscribers of 100
-        updates a second lag by seconds (docs/protocol.md, "Live feed").
+        coroutine calls python-socketio spends per recipient. A websocket with nothing queued
+        gets the frame, built once, straight into its outgoing buffer (hub/websocket.py); any
+        other connection gets the packet through its queue, as python-engineio's send does.
         """
         pkt = self.server.packet_class(packet.EVENT, namespace=NAMESPACE, data=[event, body])
         encoded = pkt.encode()
         parts = encoded if isinstance(encoded, list) else [encoded]
-        frames = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
-        sockets = self.server.eio.sockets
+        packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
+        # Binary attachments travel as several frames: those keep the queue.
+        wire = frame(packets[0].encode()) if len(packets) == 1 else None
+        eio = self.server.eio
+        sockets = eio.sockets
+        websockets = getattr(eio, "websockets", {})
         for _, eio_sid in self.server.manager.get_participants(NAMESPACE, rooms):
             socket = sockets.get(eio_sid)
-            if socket is not None and not socket.closed:
-                for frame in frames:
-                    socket.queue.put_nowait(frame)  # what engineio's socket.send does
+            if socket is None or socket.closed:
+                continue
+            ws = websockets.get(eio_sid)
+            if wire is not None and ws is not None and ws.idle():
+                ws.push(wire)
+            else:
+                for item in packets:
+                    socket.queue.put_nowait(item)  # what engineio's socket.send does
 
 
 def register(app: web.Application, sio: socketio.AsyncServer) -> LiveFeed:
