@@ -22,6 +22,7 @@ from hub.errors import (
     InvalidInput,
     NotFound,
     RateLimited,
+    SearchTooBroad,
     TabAlreadyConnected,
     TooLarge,
     Unauthorized,
@@ -50,6 +51,7 @@ _STATUSES: tuple[tuple[type[HubError], int], ...] = (
     (Forbidden, 403),
     (NotFound, 404),
     (TabAlreadyConnected, 409),
+    (SearchTooBroad, 422),
     (RateLimited, 429),
     (Unavailable, 503),
 )

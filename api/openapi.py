@@ -188,6 +188,11 @@ def _stored_paths() -> dict[str, Schema]:
                 "responses": {
                     "200": _response("matches, most recently updated first", ref("StoredPage")),
                     **_errors(_STORED_ERRORS, body=True, stored=True),
+                    "422": _response(
+                        "the search ran past HUB_SEARCH_TIMEOUT and was stopped: the"
+                        ' search_string is too broad (docs/store.md, "Bounded cost")',
+                        ref("Error"),
+                    ),
                 },
             }
         },

@@ -116,6 +116,9 @@ def render(
         " and *p99* are over every sample of every run, *min–max* over the runs' medians (for a"
         " rate or a size: over the runs' values).",
         "",
+        "What was profiled and changed to meet the targets, with before and after numbers measured"
+        " in one run each, is in [optimisations.md](optimisations.md).",
+        "",
     ]
     if meta["mode"] == "quick":
         lines += [

@@ -93,6 +93,19 @@ class SessionDataTooLarge(TooLarge):
     code = "session_data_too_large"
 
 
+class SearchTooBroad(HubError):
+    """A stored-session search ran past its time budget (HUB_SEARCH_TIMEOUT) and was stopped."""
+
+    code = "search_too_broad"
+
+    @classmethod
+    def after(cls, budget: float) -> SearchTooBroad:
+        return cls(
+            f"search_string matches too broadly: the search ran past {budget:g} s"
+            " (HUB_SEARCH_TIMEOUT) and was stopped; use a longer, more specific string"
+        )
+
+
 class Unavailable(HubError):
     """A backing service does not answer."""
 

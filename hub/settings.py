@@ -56,6 +56,7 @@ class Settings:
     node_timeout: float = 15.0
     listen_backlog: int = 1024
     ws_compression: bool = False
+    search_timeout: float = 1.0
     limits: Limits = field(default_factory=Limits)
 
     @classmethod
@@ -219,6 +220,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("HUB_NODE_TIMEOUT", "node_timeout", _float(1)),
     SettingSpec("HUB_LISTEN_BACKLOG", "listen_backlog", _int(1)),
     SettingSpec("HUB_WS_COMPRESSION", "ws_compression", _bool),
+    SettingSpec("HUB_SEARCH_TIMEOUT", "search_timeout", _float(0, strict_low=True)),
     SettingSpec("HUB_MAX_SESSION_INFO", "limits.session_info_bytes", _int(1)),
     SettingSpec("HUB_MAX_METADATA_KEYS", "limits.metadata_keys", _int(0)),
     SettingSpec("HUB_MAX_METADATA_KEY_LENGTH", "limits.metadata_key_chars", _int(1)),

@@ -65,9 +65,9 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class TrackerTab:
-    """One connected tracker: a tab of a live session."""
+    """One connected tracker: a tab of a live session (slots: one is kept per connection)."""
 
     sid: str
     project_key: str

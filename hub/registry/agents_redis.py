@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from hub import constants as c
 from hub.errors import RegistryUnavailable
 from hub.registry.agents import Agent
+from hub.registry.redis_batch import ScriptBatcher
 from hub.registry.redis_conn import open_redis
 from hub.settings import Settings
 
@@ -131,7 +132,9 @@ class RedisAgentDirectory:
         self._interval = min(1.0, settings.node_timeout / 4)
         self._positive_ttl = positive_ttl
         self._redis = open_redis(settings.redis_url)
-        self._list = self._redis.register_script(_lua(_LIST))
+        # Every tracker that joins asks for its session's agents: lookups made together share
+        # one round trip.
+        self._list = ScriptBatcher(self._redis, self._redis.register_script(_lua(_LIST)))
         self._purge = self._redis.register_script(_lua(_PURGE))
         self._node_key = c.node_agents_key(self.node_id)
         self._mine: dict[str, _Entry] = {}

@@ -2,13 +2,15 @@
 
 Every state change happens synchronously on the event loop (no ``await`` between reading and
 writing state), so each call is atomic. Ended sessions go to an outbox drained by one background
-task into the sink, retried with capped backoff until the sink takes them: nothing is dropped.
+task into the sink, many at once, retried with capped backoff until the sink takes them: nothing
+is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 import uuid
@@ -39,6 +41,8 @@ from hub.registry.merge import DataSize, copy_json, deep_merge, dumps_compact
 from hub.settings import Settings
 
 log = logging.getLogger(__name__)
+
+DRAIN_BATCH = 256  # ended sessions handed to the sink at once at most
 
 # A change may not move a session to another key of the index.
 _IDENTITY_FIELDS = frozenset({"sessionID", "projectKey", "projectId"})
@@ -327,7 +331,8 @@ class MemoryRegistry:
         self._drainer = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
-        """Hand ended sessions to the sink in order; a failure is logged and retried."""
+        """Hand ended sessions to the sink, up to DRAIN_BATCH at once (the store writes them
+        together); those it refuses stay first in the outbox and are retried with backoff."""
         delay = self._retry_first
         while True:
             if not self._outbox:
@@ -335,20 +340,31 @@ class MemoryRegistry:
                 self._outbox_changed.clear()
                 await self._outbox_changed.wait()
                 continue
-            ended = self._outbox[0]
-            try:
-                await self._sink(ended)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception(
-                    "storing ended session %s of project %s failed; retrying in %.2f s",
-                    ended.session_id,
-                    ended.project_key,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self._retry_cap)
+            batch = list(itertools.islice(self._outbox, DRAIN_BATCH))
+            results = await asyncio.gather(
+                *(self._sink(ended) for ended in batch), return_exceptions=True
+            )
+            # Only this task takes from the left, so the batch is still the outbox's head: what
+            # the sink took leaves it; what it refused goes back first, in order.
+            for _ in batch:
+                self._outbox.popleft()
+            failed = [
+                (e, r) for e, r in zip(batch, results, strict=True) if isinstance(r, BaseException)
+            ]
+            if not failed:
+                delay = self._retry_first
                 continue
-            self._outbox.popleft()
-            delay = self._retry_first
+            self._outbox.extendleft(reversed([ended for ended, _ in failed]))
+            first, error = failed[0]
+            log.error(
+                "storing %d of %d ended sessions failed (first: session %s of project %s);"
+                " retrying in %.2f s",
+                len(failed),
+                len(batch),
+                first.session_id,
+                first.project_key,
+                delay,
+                exc_info=error,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry_cap)

@@ -31,13 +31,16 @@ from hub.errors import (
 )
 from hub.records import Record
 from hub.registry.base import (
+    Change,
     ChangeListener,
     EndedSink,
     QueryResult,
     SessionQuery,
     TabJoin,
 )
+from hub.registry.index import copy_record
 from hub.registry.merge import copy_json, deep_merge, dumps_compact
+from hub.registry.redis_batch import ScriptBatcher
 from hub.registry.redis_conn import open_redis
 from hub.registry.redis_local import LocalSession, Membership, info_size
 from hub.registry.redis_outbox import Outbox
@@ -48,7 +51,7 @@ from hub.settings import Settings
 log = logging.getLogger(__name__)
 
 REAP_INTERVAL = 0.25  # seconds between two looks for ended graces and silent nodes
-DUE_BATCH = 200  # sessions ended per look at most (the next look takes the rest)
+DUE_BATCH = 200  # sessions ended by one script call (a full batch is followed by another at once)
 MAX_BACKOFF = 5.0
 UPDATE_ATTEMPTS = 100  # optimistic retries of one update under heavy contention
 CLOSE_TIMEOUT = 10.0  # seconds close() keeps handing taken sessions to a failing sink
@@ -89,6 +92,7 @@ class RedisRegistry:
         self._beat_interval = min(1.0, settings.node_timeout / 4)
         self._redis = open_redis(settings.redis_url)
         self._scripts = Scripts(self._redis)
+        self._join = ScriptBatcher(self._redis, self._scripts.join)
         self._member = Membership(self._redis, self._scripts, self.node_id)
         self._local = self._member.copies
         self._replica = Replica(self._redis, self._scripts, self._member.beat, self._member.observe)
@@ -162,11 +166,12 @@ class RedisRegistry:
         key = (pk, sid)
         local = self._local.get(key)
         now = _now_ms()
+        text = _json(record, "record")
         args: list[str | int] = [
             c.session_tag(pk, sid),
             tab_id,
             self.node_id,
-            _json(record, "record"),
+            text,
             pk,
             sid,
             info_size(record),
@@ -174,13 +179,16 @@ class RedisRegistry:
             "1" if local is None or not local.tabs else "0",
         ]
         with _unavailable("join_tab"):
-            reply = await self._scripts.join(args=args)
+            # Joins made together (trackers connecting at once) share one round trip.
+            reply = await self._join(args=args)
             if reply[0] == "dup":
                 raise TabAlreadyConnected(f"tab {tab_id} of session {sid} is connected already")
             if reply[0] == "started":
-                self._local[key] = LocalSession(copy_json(record), {}, [], now, now, [tab_id])
-                await self._replica.reach(reply[1])
-                return TabJoin(record=copy_json(record), started=True, reconnected=False)
+                self._local[key] = LocalSession(copy_record(record), {}, [], now, now, [tab_id])
+                # The stream holds ``text``: listeners get it decoded, as on every other node.
+                change = Change("started", pk, sid, json.loads(text))
+                await self._replica.apply_own(reply[1], reply[2], reply[3], change)
+                return TabJoin(record=copy_record(record), started=True, reconnected=False)
         stored: Record = json.loads(reply[2])
         local = self._local.get(key)
         if len(reply) > 5:
@@ -367,20 +375,32 @@ class RedisRegistry:
                 await asyncio.sleep(backoff)
 
     async def _reap(self) -> None:
-        dead, due = await self._scripts.due(args=[self._timeout_ms, DUE_BATCH])
-        for node in dead:
-            if node == self.node_id:
-                await self._member.beat()  # this node stalled; it is alive again
-                continue
-            graced = int(
-                await self._scripts.reap_node(args=[node, self._timeout_ms, self._grace_ms])
+        """End the sessions whose grace passed and the tabs of silent nodes.
+
+        Due sessions are ended DUE_BATCH at a time, one script call each batch; while a batch
+        comes back full there are more, so it looks again at once.
+        """
+        while True:
+            dead, due = await self._scripts.due(args=[self._timeout_ms, DUE_BATCH])
+            for node in dead:
+                await self._reap_node(node)
+            if due:
+                args: list[str] = [self.node_id]
+                for tag in due:
+                    args += (tag, uuid.uuid4().hex)
+                await self._scripts.end(args=args)
+            if len(due) < DUE_BATCH or self._closed:
+                return
+
+    async def _reap_node(self, node: str) -> None:
+        if node == self.node_id:
+            await self._member.beat()  # this node stalled; it is alive again
+            return
+        graced = int(await self._scripts.reap_node(args=[node, self._timeout_ms, self._grace_ms]))
+        if graced >= 0:
+            log.warning(
+                "node %s was silent for over %.0fs: its tabs are gone, %d sessions in grace",
+                node,
+                self._timeout_ms / 1000,
+                graced,
             )
-            if graced >= 0:
-                log.warning(
-                    "node %s was silent for over %.0fs: its tabs are gone, %d sessions in grace",
-                    node,
-                    self._timeout_ms / 1000,
-                    graced,
-                )
-        for tag in due:
-            await self._scripts.end(args=[tag, uuid.uuid4().hex, self.node_id])

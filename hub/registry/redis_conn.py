@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -14,15 +14,25 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 # registry's scripts are not all idempotent. (Redis closes a connection after running a command
 # only on a restart, when what it ran is lost anyway.)
 RETRIES = 3
+# Connections of one client at most. redis-py's own pool refuses a command beyond its 100
+# connections ("Too many connections"), which turned trackers away when a few hundred connected
+# at once; this pool makes such a command wait for a free connection instead.
+MAX_CONNECTIONS = 100
+COMMAND_TIMEOUT = 10.0  # seconds for a reply, and for a free connection
 
 
 def open_redis(url: str) -> Redis:
     """A client with the node's timeouts that reconnects and retries on a closed connection."""
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=COMMAND_TIMEOUT,
         decode_responses=True,
-        socket_timeout=10,
+        socket_timeout=COMMAND_TIMEOUT,
         socket_connect_timeout=5,
         retry=Retry(ExponentialBackoff(cap=0.5, base=0.02), RETRIES),
         retry_on_error=[RedisConnectionError],
     )
+    client = Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # aclose() closes the pool, as with from_url
+    return client

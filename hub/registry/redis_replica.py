@@ -27,7 +27,7 @@ from hub import constants as c
 from hub.errors import RegistryUnavailable
 from hub.records import Record
 from hub.registry.base import Change, ChangeListener
-from hub.registry.index import SessionIndex
+from hub.registry.index import SessionIndex, copy_record
 from hub.registry.redis_scripts import Scripts
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ Entry = tuple[str, list[str]]
 BATCH = 1000
 LOAD_BATCH = 1000
 YIELD_EVERY = 2000  # records indexed between two yields to the event loop during a resync
+# Seconds the follower rests after waking for entries this node had applied already (its own),
+# before reading again: while the node writes a lot, every write would wake it and cost a read.
+OWN_WAKE_PAUSE = 0.005
 
 
 def parse_id(text: str) -> StreamId:
@@ -99,6 +102,25 @@ class Replica:
         if stream_id and not self.applied(stream_id):
             await self.sync()
 
+    async def apply_own(self, entry_id: str, previous_id: str, epoch: str, change: Change) -> None:
+        """Apply an entry this node just appended, whose change it knows, like :meth:`reach`.
+
+        When the entry directly follows the last one applied (``previous_id``, in the same
+        ``epoch``), it is applied from ``change`` without reading the stream back: a tracker's
+        join then costs one round trip, and a burst of joins made through this node none for
+        the catch-up. Otherwise it catches up as :meth:`reach` does.
+        """
+        if self.applied(entry_id):
+            return
+        async with self._lock:
+            if self.applied(entry_id):
+                return
+            if previous_id == self.last_id and epoch == self.epoch:
+                self.last_id = entry_id
+                self._apply_change(change)
+                return
+        await self.reach(entry_id)
+
     async def reload(self) -> None:
         """Load the whole set again (at start, and when the stream cannot be trusted)."""
         async with self._lock:
@@ -108,8 +130,17 @@ class Replica:
             self._finished = number
 
     async def follow(self, block_ms: int = 1000) -> None:
-        """Wait for new entries (one blocking read), then catch up; for the background loop."""
-        await self._redis.xread({c.CHANGES_STREAM: self.last_id}, count=1, block=block_ms)
+        """Wait for new entries (one blocking read), then catch up; for the background loop.
+
+        An entry this node applied already (its own, by :meth:`apply_own`) while the read was
+        on its way needs no catch-up: the next read starts after it, a moment later. Entries of
+        other nodes then reach the listeners up to :data:`OWN_WAKE_PAUSE` later; reads (which
+        catch up first) and this node's own changes are not delayed.
+        """
+        got = await self._redis.xread({c.CHANGES_STREAM: self.last_id}, count=1, block=block_ms)
+        if isinstance(got, list) and got and all(self.applied(e[0]) for _, es in got for e in es):
+            await asyncio.sleep(OWN_WAKE_PAUSE)
+            return
         await self.sync()
 
     # -- internals, called with the lock held ---------------------------------------------
@@ -138,12 +169,14 @@ class Replica:
     def _apply(self, entries: Iterable[Entry]) -> None:
         for entry_id, fields in entries:
             self.last_id = entry_id
-            change = _change(fields)
-            if change.kind == "ended":
-                self.index.remove(change.project_key, change.session_id)
-            elif change.record is not None:
-                self.index.upsert(change.record)
-            self._notify(change)
+            self._apply_change(_change(fields))
+
+    def _apply_change(self, change: Change) -> None:
+        if change.kind == "ended":
+            self.index.remove(change.project_key, change.session_id)
+        elif change.record is not None:
+            self.index.upsert(change.record)
+        self._notify(change)
 
     def _notify(self, change: Change) -> None:
         self._observer(change)
@@ -208,8 +241,11 @@ class Replica:
         """Replace the index and tell the listeners what differs."""
         old = {(r["projectKey"], r["sessionID"]): r for r in self.index.records()}
         index = SessionIndex()
+        # The records were just decoded and go nowhere else but to the listeners below: the index
+        # keeps them as they are, and the listeners (when there are any) get copies.
+        shared = not self._listeners
         for n, (record, _) in enumerate(fresh.values(), 1):
-            index.upsert(record)
+            index.upsert_owned(record)
             if n % YIELD_EVERY == 0:
                 # Building a large index takes seconds: let the node's sockets breathe. Reads
                 # wait for the lock, so none sees the half-built index.
@@ -222,10 +258,10 @@ class Replica:
                 self._notify(_ended(*key))
         for key, (record, _) in fresh.items():
             before = old.get(key)
-            if before is None:
-                self._notify(Change("started", key[0], key[1], record))
-            elif before != record:
-                self._notify(Change("updated", key[0], key[1], record))
+            if before is None or before != record:
+                kind: Any = "started" if before is None else "updated"
+                given = record if shared else copy_record(record)
+                self._notify(Change(kind, key[0], key[1], given))
         log.info("registry replica loaded: %d live sessions, at %s", len(index), last_id)
 
 

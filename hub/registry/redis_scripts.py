@@ -56,7 +56,10 @@ end
 """
 
 # ARGV: tag, tabId, node, record, projectKey, sessionID, info size, now ms, "1" to get the data.
-# → {"dup"} | {"started", streamId} | {"joined", reconnected, rec, created, updated[, vars, msgs]}
+# → {"dup"} | {"started", streamId, previous streamId ("0-0": none), epoch}
+#   | {"joined", reconnected, rec, created, updated[, vars, msgs]}
+# The entry before "started" tells the node whether it can apply its own entry without reading it
+# back (hub/registry/redis_replica.py, Replica.apply_own).
 JOIN = """
 local tag, tab, node = ARGV[1], ARGV[2], ARGV[3]
 local s, m, t, tn = skeys(tag)
@@ -83,9 +86,12 @@ redis.call('HSET', tn, tab, node)
 redis.call('SADD', node_tabs(node), member)
 redis.call('SADD', '${SESSIONS}', tag)
 redis.call('ZREM', '${GRACE}', tag)
+local before = redis.call('XREVRANGE', '${X}', '+', '-', 'COUNT', 1)
 local id = emit('started', ARGV[5], ARGV[6], node, ARGV[4])
 redis.call('HSET', s, 'ver', id)
-return {'started', id}
+local previous = '0-0'
+if before[1] then previous = before[1][1] end
+return {'started', id, previous, redis.call('GET', '${EPOCH}') or ''}
 """
 
 # ARGV: tag, tabId, grace ms. → -1 (tab not connected) | 0 (tabs remain) | grace deadline ms
@@ -136,28 +142,36 @@ redis.call('HINCRBY', s, 'dv', 1)
 return {'ok'}
 """
 
-# ARGV: tag, end id (hex), node. → 1 when this call ended the session, else 0.
+# ARGV: node, then pairs of tag and end id (hex). Ends each of those sessions whose grace passed
+# with no tab. → how many this call ended.
 END = """
-local tag = ARGV[1]
-local s, m, t, tn = skeys(tag)
-local deadline = redis.call('ZSCORE', '${GRACE}', tag)
-if not deadline then return 0 end
-if tonumber(deadline) > now_ms() then return 0 end
-redis.call('ZREM', '${GRACE}', tag)
-if redis.call('LLEN', t) > 0 then return 0 end
-local h = redis.call('HMGET', s, 'rec', 'vars', 'pk', 'sid', 'updated')
-if not h[1] then
+local now = now_ms()
+local function end_one(tag, end_id, node)
+  local s, m, t, tn = skeys(tag)
+  local deadline = redis.call('ZSCORE', '${GRACE}', tag)
+  if not deadline then return 0 end
+  if tonumber(deadline) > now then return 0 end
+  redis.call('ZREM', '${GRACE}', tag)
+  if redis.call('LLEN', t) > 0 then return 0 end
+  local h = redis.call('HMGET', s, 'rec', 'vars', 'pk', 'sid', 'updated')
+  if not h[1] then
+    redis.call('SREM', '${SESSIONS}', tag)
+    return 0
+  end
+  local msgs = redis.call('LRANGE', m, 0, -1)
+  local entry = '{"end_id":"' .. end_id .. '","updated":' .. h[5]
+    .. ',"rec":' .. h[1] .. ',"vars":' .. h[2] .. ',"msgs":[' .. table.concat(msgs, ',') .. ']}'
+  redis.call('LPUSH', '${OUTBOX}', entry)
+  redis.call('DEL', s, m, t, tn)
   redis.call('SREM', '${SESSIONS}', tag)
-  return 0
+  emit('ended', h[3], h[4], node, false)
+  return 1
 end
-local msgs = redis.call('LRANGE', m, 0, -1)
-local entry = '{"end_id":"' .. ARGV[2] .. '","updated":' .. h[5]
-  .. ',"rec":' .. h[1] .. ',"vars":' .. h[2] .. ',"msgs":[' .. table.concat(msgs, ',') .. ']}'
-redis.call('LPUSH', '${OUTBOX}', entry)
-redis.call('DEL', s, m, t, tn)
-redis.call('SREM', '${SESSIONS}', tag)
-emit('ended', h[3], h[4], ARGV[3], false)
-return 1
+local ended = 0
+for i = 2, #ARGV - 1, 2 do
+  ended = ended + end_one(ARGV[i], ARGV[i + 1], ARGV[1])
+end
+return ended
 """
 
 # ARGV: node, timeout ms ("-1": unconditionally, for a node closing itself), grace ms.
@@ -292,6 +306,30 @@ redis.call('HSET', s, 'ver', emit('started', ARGV[5], ARGV[6], node, ARGV[3]))
 return 'restored'
 """
 
+# KEYS: a processing list. ARGV: most entries, most bytes. Moves entries from the outbox to the
+# list, oldest first, until either bound is reached (each entry moves whole: the last may pass the
+# byte bound). → the entries moved, in the order moved.
+TAKE = """
+local most, budget = tonumber(ARGV[1]), tonumber(ARGV[2])
+local taken, bytes = {}, 0
+while #taken < most and bytes < budget do
+  local entry = redis.call('LMOVE', '${OUTBOX}', KEYS[1], 'RIGHT', 'LEFT')
+  if not entry then break end
+  taken[#taken + 1] = entry
+  bytes = bytes + #entry
+end
+return taken
+"""
+
+# KEYS: a processing list. ARGV: entries the sink took. Removes each once. → how many were there.
+DONE = """
+local removed = 0
+for _, entry in ipairs(ARGV) do
+  removed = removed + redis.call('LREM', KEYS[1], 1, entry)
+end
+return removed
+"""
+
 # KEYS: a processing list. ARGV: entry. Puts an entry a closing node could not store back in the
 # outbox, at the far end, so other entries are tried first.
 FAIL_BACK = """
@@ -343,6 +381,8 @@ class Scripts:
         self.load = redis.register_script(lua(LOAD))
         self.restore = redis.register_script(lua(RESTORE))
         self.fail_back = redis.register_script(lua(FAIL_BACK))
+        self.take = redis.register_script(lua(TAKE))
+        self.done = redis.register_script(lua(DONE))
 
 
 def as_text(value: Any) -> str:

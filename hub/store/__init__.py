@@ -20,9 +20,15 @@ def open_store(settings: Settings) -> SessionStore:
     if scheme == "sqlite":
         if not url.startswith("sqlite:///") or not sqlite_path(url):
             raise SettingsError("HUB_DATABASE_URL: a SQLite URL is sqlite:///PATH")
-        return SqliteStore(sqlite_path(url), jwt_secret=settings.jwt_secret)
+        return SqliteStore(
+            sqlite_path(url),
+            jwt_secret=settings.jwt_secret,
+            search_timeout=settings.search_timeout,
+        )
     if scheme in ("postgresql", "postgres"):
-        return PostgresStore(url, jwt_secret=settings.jwt_secret)
+        return PostgresStore(
+            url, jwt_secret=settings.jwt_secret, search_timeout=settings.search_timeout
+        )
     raise SettingsError("HUB_DATABASE_URL: must be sqlite:///PATH or postgresql://…")
 
 

@@ -7,6 +7,7 @@ against both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -86,7 +87,17 @@ class SessionStore(Protocol):
         """The secret that signs agent tokens: made once, then kept in the database."""
 
     async def save_session(self, ended: EndedSession) -> bool:
-        """Store an ended session; idempotent on ``end_id``. True when newly written."""
+        """Store an ended session; idempotent on ``end_id``. True when newly written.
+
+        Calls made at the same time are written together, in one transaction per batch.
+        """
+
+    async def save_sessions(self, sessions: Sequence[EndedSession]) -> int:
+        """Store ended sessions together; idempotent on ``end_id``. How many were newly written.
+
+        One transaction (SQLite: one per 500 sessions); an end already stored, or given twice,
+        is written once.
+        """
 
     async def search(self, project_id: int, needle: str, limit: int, offset: int) -> SearchPage:
         """Sessions whose compact JSON contains ``needle`` (case-sensitive), updatedAt desc."""

@@ -1,23 +1,32 @@
 """The PostgreSQL store: a small asyncpg pool, searched through a pg_trgm GIN index.
 
 Several nodes share one database: migrations run under an advisory lock, and every write that
-must happen once (a stored session, the JWT secret) is an insert that ignores conflicts.
+must happen once (a stored session, the JWT secret) is an insert that ignores conflicts. Ended
+sessions saved at the same time are inserted together, one statement a batch
+(:mod:`hub.store.batch`).
 See docs/store.md for the data model and the search plan.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
-from hub.errors import KeyNotFound, ProjectNotFound, SettingsError, StoreUnavailable
+from hub.errors import (
+    KeyNotFound,
+    ProjectNotFound,
+    SearchTooBroad,
+    SettingsError,
+    StoreUnavailable,
+)
 from hub.registry.base import EndedSession
 from hub.store import keys
 from hub.store.base import ApiKey, NewKey, Project, SearchPage, StoredSession
+from hub.store.batch import SaveBatcher
 from hub.store.schema import migrations
 from hub.store.searchtext import (
     MAX_ID,
@@ -50,6 +59,15 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
 _CLIENT_ERRORS = (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)
 
 _COLUMNS = "session_id, data_text, created_at, updated_at"
+# One row per array position, inserted in the order given; an end stored already (or twice in
+# the arrays) is skipped, and RETURNING names the rows really inserted.
+_INSERT_SESSIONS = (
+    "INSERT INTO stored_sessions (end_id, project_id, session_id, data_text,"
+    " created_at, updated_at, stored_at)"
+    " SELECT e, p, s, d, c, u, $7 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[],"
+    " $5::bigint[], $6::bigint[]) WITH ORDINALITY AS t (e, p, s, d, c, u, n) ORDER BY n"
+    " ON CONFLICT (end_id) DO NOTHING RETURNING end_id"
+)
 _MATCHES = "FROM stored_sessions WHERE project_id = $1 AND data_text LIKE $2 ESCAPE '\\'"
 
 
@@ -80,11 +98,15 @@ def count_query(project_id: int, needle: str) -> tuple[str, list[Any]]:
 class PostgresStore:
     """:class:`hub.store.base.SessionStore` on a PostgreSQL database."""
 
-    def __init__(self, dsn: str, jwt_secret: str | None = None) -> None:
+    def __init__(
+        self, dsn: str, jwt_secret: str | None = None, *, search_timeout: float = 1.0
+    ) -> None:
         self._dsn = dsn
+        self._search_timeout_ms = max(1, round(search_timeout * 1000))
         self._configured_jwt_secret = jwt_secret
         self._jwt_secret: str | None = None
         self._pool: asyncpg.Pool | None = None
+        self._batcher = SaveBatcher(self._insert_sessions)
 
     async def open(self) -> None:
         try:
@@ -107,6 +129,7 @@ class PostgresStore:
             raise
 
     async def close(self) -> None:
+        await self._batcher.wait_idle()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -250,35 +273,42 @@ class PostgresStore:
     # Stored sessions
 
     async def save_session(self, ended: EndedSession) -> bool:
-        # Safe to retry: a second try of a write that did land is ignored on end_id. (It then
-        # answers False, which is still true: the session is stored once.)
-        stored_id = await self._query(
-            "fetchval",
-            "INSERT INTO stored_sessions (end_id, project_id, session_id, data_text,"
-            " created_at, updated_at, stored_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            " ON CONFLICT (end_id) DO NOTHING RETURNING id",
-            ended.end_id,
-            ended.project_id,
-            ended.session_id,
-            compact_json(ended.data),
-            ended.created_at_ms,
-            ended.updated_at_ms,
+        # Written together with the saves that wait at the same time (hub/store/batch.py).
+        return await self._batcher.save(ended)
+
+    async def save_sessions(self, sessions: Sequence[EndedSession]) -> int:
+        return len(await self._insert_sessions(sessions))
+
+    async def _insert_sessions(self, sessions: Sequence[EndedSession]) -> set[str]:
+        """Insert sessions in one statement (one transaction); the end ids newly stored.
+
+        Safe to retry: a second try of a write that did land is skipped on end_id.
+        """
+        if not sessions:
+            return set()
+        rows = await self._query(
+            "fetch",
+            _INSERT_SESSIONS,
+            [ended.end_id for ended in sessions],
+            [ended.project_id for ended in sessions],
+            [ended.session_id for ended in sessions],
+            [compact_json(ended.data) for ended in sessions],
+            [ended.created_at_ms for ended in sessions],
+            [ended.updated_at_ms for ended in sessions],
             _now_ms(),
         )
-        return stored_id is not None
+        return {str(row[0]) for row in rows}
 
     async def search(self, project_id: int, needle: str, limit: int, offset: int) -> SearchPage:
         if not can_match(needle) or not storable_id(project_id):
             return SearchPage(0, [])
         offset = min(offset, MAX_ID)  # past any row, and within what the database accepts
-        sql, params = search_query(project_id, needle, limit, offset)
-        rows = await self._query("fetch", sql, *params)
+        rows = await self._search("fetch", *search_query(project_id, needle, limit, offset))
         if rows:
             return SearchPage(int(rows[0]["total"]), [_stored(r) for r in rows])
         if offset == 0 and limit > 0:
             return SearchPage(0, [])
-        sql, params = count_query(project_id, needle)
-        total = await self._query("fetchval", sql, *params)
+        total = await self._search("fetchval", *count_query(project_id, needle))
         return SearchPage(int(total), [])
 
     async def get_session(self, project_id: int, session_id: str) -> StoredSession | None:
@@ -294,6 +324,26 @@ class PostgresStore:
         return _stored(row) if row else None
 
     # Plumbing
+
+    async def _search(self, method: str, sql: str, params: list[Any]) -> Any:
+        """One search statement within the time budget (``HUB_SEARCH_TIMEOUT``).
+
+        The server stops the statement at the budget (``statement_timeout``, local to this
+        read-only transaction), so a needle that matches too broadly costs the database no more
+        than that: SearchTooBroad.
+        """
+        for attempt in range(2):
+            try:
+                async with self._connection() as conn, conn.transaction(readonly=True):
+                    await conn.execute(f"SET LOCAL statement_timeout = {self._search_timeout_ms}")
+                    try:
+                        return await getattr(conn, method)(sql, *params)
+                    except asyncpg.exceptions.QueryCanceledError as e:
+                        raise SearchTooBroad.after(self._search_timeout_ms / 1000) from e
+            except StoreUnavailable:
+                if attempt or self._pool is None:
+                    raise
+        raise AssertionError("unreachable")
 
     async def _query(self, method: str, sql: str, *args: Any, retry: bool = True) -> Any:
         """Run one statement with the connection method ``method`` (``fetch``, ``fetchrow``,

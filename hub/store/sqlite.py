@@ -1,7 +1,9 @@
 """The SQLite store: one file in WAL mode, searched through an FTS5 trigram index.
 
 One aiosqlite connection (its own thread) in autocommit mode: every operation is one statement,
-so nothing needs a lock, and WAL lets the ``livehub`` command write while a node reads.
+so nothing needs a lock, and WAL lets the ``livehub`` command write while a node reads. Ended
+sessions saved at the same time are inserted together, one statement a batch
+(:mod:`hub.store.batch`).
 See docs/store.md for the data model and the search plan.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,6 +22,7 @@ from hub.errors import KeyNotFound, ProjectNotFound, StoreUnavailable
 from hub.registry.base import EndedSession
 from hub.store import keys
 from hub.store.base import ApiKey, NewKey, Project, SearchPage, StoredSession
+from hub.store.batch import SaveBatcher, chunks
 from hub.store.schema import migrations, sqlite_statements
 from hub.store.searchtext import (
     MAX_ID,
@@ -31,6 +34,7 @@ from hub.store.searchtext import (
     storable,
     storable_id,
 )
+from hub.store.sqlite_search import Searcher
 
 _UNAVAILABLE = (sqlite3.OperationalError, sqlite3.InternalError)
 _UNIQUE_RETRIES = 5
@@ -101,13 +105,22 @@ class SqliteStore:
     """:class:`hub.store.base.SessionStore` on one SQLite file."""
 
     def __init__(
-        self, path: str, jwt_secret: str | None = None, *, busy_timeout: float = 5.0
+        self,
+        path: str,
+        jwt_secret: str | None = None,
+        *,
+        busy_timeout: float = 5.0,
+        search_timeout: float = 1.0,
     ) -> None:
         self._path = path
         self._busy_timeout_ms = int(busy_timeout * 1000)
+        self._searcher = (
+            None if path == ":memory:" else Searcher(path, search_timeout, busy_timeout)
+        )
         self._configured_jwt_secret = jwt_secret
         self._jwt_secret: str | None = None
         self._db: aiosqlite.Connection | None = None
+        self._batcher = SaveBatcher(self._insert_sessions)
 
     async def open(self) -> None:
         connection = aiosqlite.connect(self._path, isolation_level=None)
@@ -142,6 +155,9 @@ class SqliteStore:
                 await asyncio.sleep(0.02)
 
     async def close(self) -> None:
+        await self._batcher.wait_idle()
+        if self._searcher is not None:
+            self._searcher.close()
         if self._db is not None:
             db, self._db = self._db, None
             await db.close()
@@ -274,32 +290,64 @@ class SqliteStore:
     # Stored sessions
 
     async def save_session(self, ended: EndedSession) -> bool:
-        inserted, _ = await self._execute(
-            "INSERT OR IGNORE INTO stored_sessions (end_id, project_id, session_id, data_text,"
-            " created_at, updated_at, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
+        # Written together with the saves that wait at the same time (hub/store/batch.py).
+        return await self._batcher.save(ended)
+
+    async def save_sessions(self, sessions: Sequence[EndedSession]) -> int:
+        # One statement, hence one transaction, per MAX_BATCH sessions: a longer list that fails
+        # part way leaves whole statements stored, which a retry skips on end_id.
+        new = 0
+        for chunk in chunks(sessions):
+            new += len(await self._insert_sessions(chunk))
+        return new
+
+    async def _insert_sessions(self, sessions: Sequence[EndedSession]) -> set[str]:
+        """Insert up to MAX_BATCH sessions in one statement; the end ids newly stored."""
+        if not sessions:
+            return set()
+        stored_at = _now_ms()
+        params: list[Any] = []
+        for ended in sessions:
+            params += (
                 ended.end_id,
                 ended.project_id,
                 ended.session_id,
                 compact_json(ended.data),
                 ended.created_at_ms,
                 ended.updated_at_ms,
-                _now_ms(),
-            ),
+                stored_at,
+            )
+        # ON CONFLICT skips an end stored already (or twice in this list); RETURNING names the
+        # rows really inserted.
+        sql = (
+            "INSERT INTO stored_sessions (end_id, project_id, session_id, data_text,"
+            " created_at, updated_at, stored_at) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(sessions))
+            + " ON CONFLICT (end_id) DO NOTHING RETURNING end_id"
         )
-        return inserted == 1
+        async with self._guard() as db:
+            rows = await db.execute_fetchall(sql, params)
+        return {str(row[0]) for row in rows}
 
     async def search(self, project_id: int, needle: str, limit: int, offset: int) -> SearchPage:
         if not can_match(needle) or not storable_id(project_id):
             return SearchPage(0, [])
         offset = min(offset, MAX_ID)  # past any row, and within what the database accepts
-        rows = await self._fetchall(*search_query(project_id, needle, limit, offset))
+        rows = await self._search(*search_query(project_id, needle, limit, offset))
         if rows:
             return SearchPage(int(rows[0][4]), [_stored(r) for r in rows])
         if offset == 0 and limit > 0:
             return SearchPage(0, [])
-        row = await self._fetchone(*count_query(project_id, needle))
-        return SearchPage(int(row[0]) if row else 0, [])
+        counted = await self._search(*count_query(project_id, needle))
+        return SearchPage(int(counted[0][0]) if counted else 0, [])
+
+    async def _search(self, sql: str, params: list[Any]) -> list[Any]:
+        """A search statement within its time budget (:mod:`hub.store.sqlite_search`)."""
+        if self._db is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        if self._searcher is None:
+            return await self._fetchall(sql, params)
+        return await self._searcher.fetchall(sql, params)
 
     async def get_session(self, project_id: int, session_id: str) -> StoredSession | None:
         if not storable(session_id) or not storable_id(project_id):

@@ -338,6 +338,27 @@ async def test_a_store_that_fails_is_500_without_details(stored: Stored) -> None
     assert await stored.get("s1") == (500, {"error": "internal server error"})
 
 
+async def test_a_search_past_its_budget_is_422_and_the_next_one_answers(
+    make_hub: HubFactory,
+) -> None:
+    hub = await make_hub(search_timeout=0.001)
+    project = await hub.project("shop")
+    stored = Stored(hub, project, await hub.key(project.project_id))
+    sessions = [
+        EndedSession(f"e{i}", project.project_id, project.project_key, f"s{i}",
+                     {"page": f"/product/{i}", "note": "lorem ipsum " * 20}, i, i)
+        for i in range(20_000)
+    ]  # fmt: skip
+    for first in range(0, len(sessions), 2_000):
+        await hub.app[STORE].save_sessions(sessions[first : first + 2_000])
+    # Two characters have no trigram: every row is read, which 1 ms does not allow.
+    status, body = await stored.search({"search_string": "/p"})
+    assert status == 422
+    assert set(body) == {"error"} and "HUB_SEARCH_TIMEOUT" in body["error"]
+    status, body = await stored.search({"search_string": '"page":"/product/123"'})
+    assert status == 200 and [r["sessionId"] for r in body["results"]] == ["s123"]
+
+
 # Reading one session
 
 

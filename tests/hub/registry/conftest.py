@@ -42,16 +42,28 @@ class RecordingSink:
     calls: int = 0
     fail_next: int = 0  # this many calls raise before one succeeds
     fail_always: bool = False
+    refuse_once: set[str] = field(default_factory=set)  # session ids whose next call raises
+    in_flight: int = 0
+    most_at_once: int = 0  # the most calls that were on their way together
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def __call__(self, ended: EndedSession) -> None:
-        async with self._changed:
-            self.calls += 1
-            self._changed.notify_all()
-            if self.fail_always or self.fail_next > 0:
-                self.fail_next = max(self.fail_next - 1, 0)
-                raise ConnectionError("the store is down")
-            self.ended.append(ended)
+        self.in_flight += 1
+        self.most_at_once = max(self.most_at_once, self.in_flight)
+        try:
+            await asyncio.sleep(0)  # as a store would: the others handed with it arrive meanwhile
+            async with self._changed:
+                self.calls += 1
+                self._changed.notify_all()
+                if ended.session_id in self.refuse_once:
+                    self.refuse_once.discard(ended.session_id)
+                    raise ConnectionError(f"the store refused {ended.session_id}")
+                if self.fail_always or self.fail_next > 0:
+                    self.fail_next = max(self.fail_next - 1, 0)
+                    raise ConnectionError("the store is down")
+                self.ended.append(ended)
+        finally:
+            self.in_flight -= 1
 
     async def wait_for(self, count: int, *, calls: int = 0) -> list[EndedSession]:
         """Wait until ``count`` sessions were stored and at least ``calls`` calls were made."""

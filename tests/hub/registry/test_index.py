@@ -15,7 +15,7 @@ from hub.errors import InvalidInput
 from hub.records import Record
 from hub.registry import index as index_module
 from hub.registry.base import Filter, Operator, SessionQuery
-from hub.registry.index import SessionIndex
+from hub.registry.index import SessionIndex, copy_record
 from hub.registry.merge import dumps_compact
 from tests.hub.registry.conftest import OTHER_KEY, PROJECT_KEY, make_record
 
@@ -290,6 +290,48 @@ def test_nothing_handed_in_or_out_changes_the_index() -> None:
         got["metadata"]["plan"] = "changed"
     assert index.get(PROJECT_KEY, "s1") == make_record("s1", metadata={"plan": "free"})
     assert matching(index, Filter("metadata", ("changed",), source="plan")) == []
+
+
+def test_an_index_changed_step_by_step_equals_one_built_from_the_final_records() -> None:
+    """Replacing records (fields unchanged, changed, unset, of another type) keeps every column
+    and count as a fresh index of the final records would have them."""
+    index = SessionIndex()
+    steps = [
+        make_record("s1", userOs="Mac OS", active=True, metadata={"plan": "free"}),
+        make_record("s2", userOs="Windows", userID="Bob", metadata={"team": "x"}),
+        make_record("s1", userOs="Mac OS", active=1, metadata={"plan": "free"}),
+        make_record("s2", userOs=None, userID="bob", metadata={"team": "x", "plan": 3}),
+        make_record("s1", userOs="mac os", active=1, metadata={}),
+    ]
+    for record in steps:
+        index.upsert(record)
+    fresh = SessionIndex()
+    for record in steps[-2:]:
+        fresh.upsert_owned(copy_record(record))
+    for field in ("userOs", "userID", "active", "metadata.plan", "metadata.team"):
+        assert index.autocomplete(PROJECT_KEY, field, "", 10) == fresh.autocomplete(
+            PROJECT_KEY, field, "", 10
+        ), field
+    for flt in (
+        Filter("active", ("1",), "is"),
+        Filter("userOs", ("MAC",)),
+        Filter("userID", ("bob",), "is"),
+        Filter("metadata", ("3",), "is", "plan"),
+    ):
+        assert matching(index, flt) == matching(fresh, flt), flt
+
+
+def test_upsert_owned_keeps_the_record_and_copy_record_shares_nothing_mutable() -> None:
+    record = make_record("s1", metadata={"plan": "free", "tags": ["a"]})
+    copied = copy_record(record)
+    assert copied == record
+    assert copied["metadata"] is not record["metadata"]
+    assert copied["metadata"]["tags"] is not record["metadata"]["tags"]
+    index = SessionIndex()
+    index.upsert_owned(copied)
+    assert index.peek(PROJECT_KEY, "s1") is copied
+    index.upsert(record)
+    assert index.peek(PROJECT_KEY, "s1") is not record
 
 
 def test_autocomplete_most_frequent_first_then_alphabetical() -> None:

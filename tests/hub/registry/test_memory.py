@@ -11,7 +11,7 @@ import pytest
 
 from hub.errors import InvalidInput, RegistryUnavailable, SessionDataTooLarge
 from hub.registry import create_registry
-from hub.registry.memory import MemoryRegistry
+from hub.registry.memory import DRAIN_BATCH, MemoryRegistry
 from hub.settings import Settings
 from tests.hub.registry.conftest import PROJECT_KEY, ChangeLog, RecordingSink, make_record
 
@@ -87,7 +87,7 @@ async def test_close_gives_up_at_its_deadline_and_logs_what_was_not_stored(
     lost = [r for r in caplog.records if "NOT stored" in r.getMessage()]
     assert len(lost) == 1
     assert "doomed" in lost[0].getMessage() and '"order":"A-17"' in lost[0].getMessage()
-    failures = [r for r in caplog.records if "storing ended session doomed" in r.getMessage()]
+    failures = [r for r in caplog.records if "first: session doomed" in r.getMessage()]
     assert len(failures) == sink.calls  # every failure logged
 
 
@@ -144,3 +144,22 @@ async def test_a_zero_grace_ends_at_once(make_memory: MemoryFactory) -> None:
     await registry.join_tab(make_record("s1"), "tab-1")
     await registry.leave_tab(PROJECT_KEY, "s1", "tab-1")
     assert [e.session_id for e in await sink.wait_for(1)] == ["s1"]
+
+
+async def test_sessions_ending_together_are_handed_together_and_a_refused_one_retried(
+    make_memory: MemoryFactory,
+) -> None:
+    sink = RecordingSink(refuse_once={"s3", "s250", "s299"})
+    registry = await make_memory(sink, session_grace=30)
+    ids = [f"s{i}" for i in range(300)]  # more than one batch
+    for sid in ids:
+        await registry.join_tab(make_record(sid), "tab-1")
+        await registry.add_message(PROJECT_KEY, sid, {"content": sid}, 1000)
+
+    await registry.close()  # ends them all at once
+
+    assert sorted(e.session_id for e in sink.ended) == sorted(ids)
+    assert all(e.data["messages"] == [{"content": e.session_id}] for e in sink.ended)
+    assert len({e.end_id for e in sink.ended}) == 300
+    assert sink.calls == 303  # each once, and the three refused ones once more
+    assert sink.most_at_once == DRAIN_BATCH

@@ -184,7 +184,7 @@ async def test_nodes_racing_to_end_the_same_sessions_store_each_once(cluster: Cl
     await asyncio.sleep(0.06)
     await asyncio.gather(
         *(
-            n._scripts.end(args=[t, f"race{j}x{i}", n.node_id])
+            n._scripts.end(args=[n.node_id, t, f"race{j}x{i}"])
             for j, t in enumerate(tags)
             for i, n in enumerate(nodes)
         )
@@ -267,16 +267,16 @@ async def test_the_end_script_ends_only_a_session_whose_grace_passed_with_no_tab
     await a.join_tab(make_record("s1"), "tab-1")
     await a.leave_tab(PROJECT_KEY, "s1", "tab-1")
 
-    assert await scripts.end(args=[tag, "early", "a"]) == 0  # the grace has not passed
+    assert await scripts.end(args=["a", tag, "early"]) == 0  # the grace has not passed
     await cluster.redis().zadd(c.GRACE_ZSET, {tag: 1})  # as if it had, but a tab is back:
     await a.join_tab(make_record("s1"), "tab-1")
     await cluster.redis().zadd(c.GRACE_ZSET, {tag: 1})
-    assert await scripts.end(args=[tag, "tab-back", "a"]) == 0
+    assert await scripts.end(args=["a", tag, "tab-back"]) == 0
     assert await cluster.redis().zscore(c.GRACE_ZSET, tag) is None
     await a.leave_tab(PROJECT_KEY, "s1", "tab-1")
     await cluster.redis().zadd(c.GRACE_ZSET, {tag: 1})
 
-    assert await scripts.end(args=[tag, "due", "a"]) == 1
-    assert await scripts.end(args=[tag, "again", "a"]) == 0
+    assert await scripts.end(args=["a", tag, "due"]) == 1
+    assert await scripts.end(args=["a", tag, "again"]) == 0
     assert await a.get(PROJECT_KEY, "s1") is None
     assert await cluster.redis().exists(*c.session_keys(tag)) == 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import closing
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -19,6 +22,7 @@ from hub.store.sqlite import sqlite_path
 
 StoreFactory = Callable[..., Awaitable[SessionStore]]
 RawQuery = Callable[..., Awaitable[list[tuple[Any, ...]]]]
+Shut = Callable[[], Awaitable[None]]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -89,3 +93,40 @@ def ended(
 
 def replace(session: EndedSession, **changes: Any) -> EndedSession:
     return dataclasses.replace(session, **changes)
+
+
+@contextlib.asynccontextmanager
+async def postgres_relay(
+    postgres_url: str,
+) -> AsyncIterator[tuple[str, Callable[[], Awaitable[None]]]]:
+    """A URL that reaches PostgreSQL through a TCP relay, and the function that shuts the relay
+    (every connection through it cut, no new one accepted): PostgreSQL gone, as a store sees it."""
+    target = urlsplit(postgres_url)
+    writers: list[asyncio.StreamWriter] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port or 5432)
+        writers.extend((writer, up_writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = target._replace(netloc=f"{target.username or 'postgres'}@127.0.0.1:{port}").geturl()
+
+    async def shut() -> None:
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
+
+    try:
+        yield url, shut
+    finally:
+        await shut()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sqlite3
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -17,6 +14,7 @@ from hub.store import open_store
 from hub.store.postgres import PostgresStore
 from hub.store.sqlite import SqliteStore, sqlite_path
 from tests.conftest import free_port
+from tests.hub.store.conftest import postgres_relay
 
 
 @pytest.mark.parametrize(
@@ -116,39 +114,18 @@ async def test_postgres_connections_cut_by_the_server_are_replaced(
 
 
 async def test_postgres_gone_while_open_is_unavailable(postgres_url: str) -> None:
-    """The store reaches PostgreSQL through a TCP relay that the test then shuts."""
-    target = urlsplit(postgres_url)
-    writers: list[asyncio.StreamWriter] = []
-
-    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(ConnectionError):
-            while data := await reader.read(65536):
-                writer.write(data)
-                await writer.drain()
-        writer.close()
-
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(target.hostname, target.port or 5432)
-        writers.extend((writer, up_writer))
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-    server = await asyncio.start_server(relay, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    url = target._replace(netloc=f"{target.username or 'postgres'}@127.0.0.1:{port}").geturl()
-    store = open_store(Settings(database_url=url))
-    await store.open()
-    try:
-        await store.check()
-        server.close()
-        for writer in writers:
-            writer.close()
-        await server.wait_closed()
-        with pytest.raises(StoreUnavailable):
+    async with postgres_relay(postgres_url) as (url, shut):
+        store = open_store(Settings(database_url=url))
+        await store.open()
+        try:
             await store.check()
-        with pytest.raises(StoreUnavailable):
-            await store.search(1, "needle", 10, 0)
-    finally:
-        await store.close()
+            await shut()
+            with pytest.raises(StoreUnavailable):
+                await store.check()
+            with pytest.raises(StoreUnavailable):
+                await store.search(1, "needle", 10, 0)
+        finally:
+            await store.close()
 
 
 async def test_sqlite_locked_past_the_busy_timeout_is_unavailable(sqlite_url: str) -> None:
