@@ -192,9 +192,11 @@ def _answered(out: dict[str, Any]) -> str:
     """How the searches were answered: the total, or how many were stopped at the budget."""
     statuses = {int(k): v for k, v in out["statuses"].items()}
     stopped = statuses.get(422, 0)
+    total = "" if out["total"] is None else f"total {out['total']:,}"
     if not stopped:
-        return f"[total {out['total']:,}]"
-    return f"[{stopped} of {sum(statuses.values())} answered 422: stopped at HUB_SEARCH_TIMEOUT]"
+        return f"[{total}]"
+    timed = sum(statuses.values())
+    return f"[{stopped} of {timed} answered 422, stopped at HUB_SEARCH_TIMEOUT; {total or '—'}]"
 
 
 async def run_p7(config: Config, results: dict[str, ScenarioResult]) -> None:

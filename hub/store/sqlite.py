@@ -34,7 +34,7 @@ from hub.store.searchtext import (
     storable,
     storable_id,
 )
-from hub.store.sqlite_search import Searcher
+from hub.store.sqlite_search import Searcher, Statement
 
 _UNAVAILABLE = (sqlite3.OperationalError, sqlite3.InternalError)
 _UNIQUE_RETRIES = 5
@@ -42,16 +42,20 @@ _UNIQUE_RETRIES = 5
 _COLUMNS = "s.session_id, s.data_text, s.created_at, s.updated_at"
 
 
-def search_query(project_id: int, needle: str, limit: int, offset: int) -> tuple[str, list[Any]]:
+def search_query(
+    project_id: int, needle: str, limit: int, offset: int, match: str | None = None
+) -> tuple[str, list[Any]]:
     """The SQL and parameters of one search page; every row also carries the total.
 
     A needle of three characters or more goes through the trigram index (CROSS JOIN makes the FTS
     table the outer loop, so the index picks the rows), then ``instr`` re-checks the real text.
-    Shorter needles have no trigram: they scan the project's rows with ``instr`` (not LIKE, which
+    ``match`` is the FTS5 expression that picks the candidates (default: the whole needle as one
+    phrase; :func:`hub.store.sqlite_search.selective_match` picks its rarest trigrams). Shorter
+    needles have no trigram: they scan the project's rows with ``instr`` (not LIKE, which
     ignores case and treats ``%`` and ``_`` as wildcards).
     """
     if len(needle) >= MIN_INDEXED_CHARS:
-        return _page(*_indexed_matches(project_id, needle), limit, offset)
+        return _page(*_indexed_matches(project_id, needle, match), limit, offset)
     return scan_query(project_id, needle, limit, offset)
 
 
@@ -60,22 +64,22 @@ def scan_query(project_id: int, needle: str, limit: int, offset: int) -> tuple[s
     return _page(*_scanned_matches(project_id, needle), limit, offset)
 
 
-def count_query(project_id: int, needle: str) -> tuple[str, list[Any]]:
+def count_query(project_id: int, needle: str, match: str | None = None) -> tuple[str, list[Any]]:
     """The SQL of the total alone, for a page past the last match."""
     if len(needle) >= MIN_INDEXED_CHARS:
-        matches, params = _indexed_matches(project_id, needle)
+        matches, params = _indexed_matches(project_id, needle, match)
     else:
         matches, params = _scanned_matches(project_id, needle)
     return f"SELECT count(*) {matches}", params
 
 
-def _indexed_matches(project_id: int, needle: str) -> tuple[str, list[Any]]:
+def _indexed_matches(project_id: int, needle: str, match: str | None) -> tuple[str, list[Any]]:
     sql = (
         "FROM stored_sessions_fts CROSS JOIN stored_sessions AS s"
         " ON s.id = stored_sessions_fts.rowid"
         " WHERE stored_sessions_fts MATCH ? AND s.project_id = ? AND instr(s.data_text, ?) > 0"
     )
-    return sql, [fts5_phrase(needle), project_id, needle]
+    return sql, [match or fts5_phrase(needle), project_id, needle]
 
 
 def _scanned_matches(project_id: int, needle: str) -> tuple[str, list[Any]]:
@@ -333,21 +337,23 @@ class SqliteStore:
         if not can_match(needle) or not storable_id(project_id):
             return SearchPage(0, [])
         offset = min(offset, MAX_ID)  # past any row, and within what the database accepts
-        rows = await self._search(*search_query(project_id, needle, limit, offset))
+        rows = await self._search(
+            needle, lambda match: search_query(project_id, needle, limit, offset, match)
+        )
         if rows:
             return SearchPage(int(rows[0][4]), [_stored(r) for r in rows])
         if offset == 0 and limit > 0:
             return SearchPage(0, [])
-        counted = await self._search(*count_query(project_id, needle))
+        counted = await self._search(needle, lambda match: count_query(project_id, needle, match))
         return SearchPage(int(counted[0][0]) if counted else 0, [])
 
-    async def _search(self, sql: str, params: list[Any]) -> list[Any]:
+    async def _search(self, needle: str, statement: Statement) -> list[Any]:
         """A search statement within its time budget (:mod:`hub.store.sqlite_search`)."""
         if self._db is None:
             raise StoreUnavailable("the SQLite store is not open")
         if self._searcher is None:
-            return await self._fetchall(sql, params)
-        return await self._searcher.fetchall(sql, params)
+            return await self._fetchall(*statement(None))
+        return await self._searcher.fetchall(needle, statement)
 
     async def get_session(self, project_id: int, session_id: str) -> StoredSession | None:
         if not storable(session_id) or not storable_id(project_id):

@@ -18,12 +18,25 @@ import asyncio
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from hub.errors import SearchTooBroad, StoreUnavailable
+from hub.store.searchtext import MIN_INDEXED_CHARS, fts5_phrase
 
 # Virtual-machine steps between two looks at the clock: a few microseconds of work.
 _STEPS = 10_000
+
+# The statement of a search, given the FTS5 expression that picks its candidates (None: the
+# whole needle as one phrase).
+Statement = Callable[[str | None], tuple[str, list[Any]]]
+
+# Choosing the trigrams a search asks the index for (see selective_match).
+SAMPLE = 1_000  # the most recent stored sessions, where each trigram's frequency is looked up
+PROBES = 12  # trigrams looked up at most (spread over the needle)
+SELECTIVE = 0.05  # the needle is selective when its rarest trigram is in at most 5 % of the sample
+COMMON = 0.5  # trigrams in over half the sample narrow nothing, and cost a long read each
+MOST_TRIGRAMS = 4
 
 
 class Searcher:
@@ -38,10 +51,10 @@ class Searcher:
         self._turn = asyncio.Lock()  # searches take turns…
         self._running = threading.Lock()  # …even when one's caller was cancelled mid-search
 
-    async def fetchall(self, sql: str, params: list[Any]) -> list[Any]:
+    async def fetchall(self, needle: str, statement: Statement) -> list[Any]:
         """The rows of one search statement; SearchTooBroad past the budget."""
         async with self._turn:
-            return await asyncio.to_thread(self._run, sql, params)
+            return await asyncio.to_thread(self._run, needle, statement)
 
     def close(self) -> None:
         if self._db is not None:
@@ -59,15 +72,17 @@ class Searcher:
     def _past_deadline(self) -> int:
         return 1 if time.monotonic() > self._deadline else 0
 
-    def _run(self, sql: str, params: list[Any]) -> list[Any]:
+    def _run(self, needle: str, statement: Statement) -> list[Any]:
         with self._running:
-            return self._run_alone(sql, params)
+            return self._run_alone(needle, statement)
 
-    def _run_alone(self, sql: str, params: list[Any]) -> list[Any]:
+    def _run_alone(self, needle: str, statement: Statement) -> list[Any]:
         try:
             db = self._connection()
             self._deadline = time.monotonic() + self._budget
             try:
+                match = selective_match(db, needle) if len(needle) >= MIN_INDEXED_CHARS else None
+                sql, params = statement(match)
                 return db.execute(sql, params).fetchall()
             finally:
                 self._deadline = float("inf")
@@ -82,3 +97,40 @@ class Searcher:
                 raise
             self.close()
             raise StoreUnavailable(f"SQLite store unavailable: {e}") from e
+
+
+def selective_match(db: sqlite3.Connection, needle: str) -> str | None:
+    """An FTS5 expression of the needle's rarest trigrams, or None for the whole phrase.
+
+    A phrase makes FTS5 read the whole list of documents of every trigram in it; for a needle like
+    ``ORD-00001234`` most of those (``ORD``, ``RD-``, ``-00``) are in every stored session, so at
+    1,000,000 sessions the phrase costs ~40 ms while its three digit trigrams alone narrow the
+    candidates to a few hundred in ~3 ms. Each trigram's frequency is looked up among the
+    most recent stored sessions (a seek within its document list, ~0.25 ms); when the rarest is
+    rare, the search asks for the rarest few (AND) and ``instr`` re-checks the candidates, so the
+    answer is the same. A needle whose trigrams are all frequent is a broad one: its matches cost
+    more than the lists, and the phrase keeps the candidates exact.
+    """
+    trigrams = list(dict.fromkeys(needle[i : i + 3] for i in range(len(needle) - 2)))
+    if len(trigrams) < 2:
+        return None
+    if len(trigrams) > PROBES:
+        step = len(trigrams) / PROBES
+        trigrams = [trigrams[int(i * step)] for i in range(PROBES)]
+    newest = db.execute("SELECT max(id) FROM stored_sessions").fetchone()[0]
+    if newest is None:
+        return None
+    sample = min(SAMPLE, int(newest))
+    counts = {
+        trigram: db.execute(
+            "SELECT count(*) FROM stored_sessions_fts"
+            " WHERE stored_sessions_fts MATCH ? AND rowid > ?",
+            (fts5_phrase(trigram), int(newest) - sample),
+        ).fetchone()[0]
+        for trigram in trigrams
+    }
+    rarest = sorted(trigrams, key=counts.__getitem__)
+    if counts[rarest[0]] > SELECTIVE * sample:
+        return None
+    chosen = [t for t in rarest if counts[t] <= COMMON * sample][:MOST_TRIGRAMS]
+    return " AND ".join(fts5_phrase(t) for t in chosen)

@@ -60,21 +60,22 @@ async def test_a_generous_budget_answers_the_broad_search(make_store: StoreFacto
     assert page.total == SESSIONS and len(page.sessions) == 3
 
 
-async def test_sqlite_searches_side_by_side_each_get_their_own_budget(sqlite_url: str) -> None:
-    """SQLite searches take turns on one connection: a search's budget starts when it runs, so
-    a selective search queued behind broad ones that are stopped still answers (a selective
-    search runs too few steps for the clock to be read at all)."""
+async def test_sqlite_searches_side_by_side_take_turns(sqlite_url: str) -> None:
+    """SQLite searches share one read connection: side by side, each answers its own needle,
+    and one stopped at the budget leaves the connection to the next."""
     writer = open_store(Settings(database_url=sqlite_url))
-    store = open_store(Settings(database_url=sqlite_url, search_timeout=0.001))
+    tight = open_store(Settings(database_url=sqlite_url, search_timeout=0.001))
     await writer.open()
-    await store.open()
+    await tight.open()
     try:
         pid = await _filled(writer)
-        broad = [store.search(pid, "/p", 50, 0) for _ in range(3)]
-        selective = [store.search(pid, f'"page":"/product/{i}"', 50, 0) for i in (7, 70, 700)]
-        answers = await asyncio.gather(*broad, *selective, return_exceptions=True)
-        assert all(isinstance(a, SearchTooBroad) for a in answers[:3])
-        assert [getattr(a, "total", a) for a in answers[3:]] == [1, 1, 1]
+        broad = [writer.search(pid, "/p", 50, 0) for _ in range(3)]
+        selective = [writer.search(pid, f'"page":"/product/{i}"', 50, 0) for i in (7, 70, 700)]
+        stopped = [tight.search(pid, "/p", 50, 0) for _ in range(2)]
+        answers = await asyncio.gather(*broad, *selective, *stopped, return_exceptions=True)
+        assert [getattr(a, "total", a) for a in answers[:6]] == [SESSIONS] * 3 + [1, 1, 1]
+        assert all(isinstance(a, SearchTooBroad) for a in answers[6:])
+        assert (await writer.search(pid, '"page":"/product/9"', 50, 0)).total == 1
     finally:
-        await store.close()
+        await tight.close()
         await writer.close()
