@@ -11,7 +11,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.auth import authenticate
-from api.validation import read_json_object
+from api.validation import json_response, read_json_object
 from hub.errors import Forbidden, ProjectNotFound, SessionNotFound
 from hub.handshake import ID_PATTERN
 from hub.query import autocomplete_field, parse_query, parse_query_params, parse_text
@@ -66,7 +66,7 @@ async def get_session(request: web.Request) -> web.Response:
         record = await request.app[REGISTRY].get(project.project_key, session_id)
     if record is None:
         raise SessionNotFound("session not found")
-    return web.json_response({"data": record})
+    return json_response({"data": record})
 
 
 @routes.get("/api/v1/{projectKey}/assist/autocomplete")
@@ -78,9 +78,9 @@ async def autocomplete(request: web.Request) -> web.Response:
     values = await request.app[REGISTRY].autocomplete(
         project.project_key, field, q, AUTOCOMPLETE_LIMIT
     )
-    return web.json_response({"data": [{"type": type_name, "value": v} for v in values]})
+    return json_response({"data": [{"type": type_name, "value": v} for v in values]})
 
 
 async def _answer(request: web.Request, project: Project, query: SessionQuery) -> web.Response:
     result = await request.app[REGISTRY].query(project.project_key, query)
-    return web.json_response({"data": {"total": result.total, "sessions": result.sessions}})
+    return json_response({"data": {"total": result.total, "sessions": result.sessions}})

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import io
+import json
 from functools import partial
 from typing import Any
 
 import pytest
 
+from api.validation import json_response
 from hub.records import FILTER_TYPES, blank_record
 from hub.typedefs import REGISTRY, STORE
 from tests.api.conftest import SEED_TIMESTAMP, Assist
@@ -322,6 +324,29 @@ async def test_get_one_session(assist: Assist) -> None:
     response = await assist.get("/sessions/6975518573799938")
     assert response.status == 200
     assert await response.json() == {"data": record}
+
+
+async def test_pages_are_strict_utf8_json_with_every_character(assist: Assist) -> None:
+    """Pages are encoded by orjson: any text a tracker sent comes back exactly."""
+    text = 'naïve ✓ \u2028 "quoted" \\ \x00 😀'
+    await assist.add("s1", userCity="Zürich", metadata={"note": text})
+    await assist.add("s2", metadata={"plan": "ünïcode ✓"})
+    for response in (await assist.get(), await assist.get("/sessions/s1")):
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("application/json")
+        json.loads(await response.text(encoding="utf-8"))  # strict JSON
+    body = await (await assist.get("/sessions/s1")).json()
+    assert body["data"]["metadata"]["note"] == text and body["data"]["userCity"] == "Zürich"
+    listed = (await (await assist.get()).json())["data"]["sessions"]
+    assert {s["sessionID"] for s in listed} == {"s1", "s2"}
+
+
+def test_what_orjson_cannot_hold_exactly_is_encoded_by_the_standard_library() -> None:
+    huge = 2**70 + 1  # past 64 bits: orjson refuses it rather than round it
+    response = json_response({"data": {"big": huge, "text": "✓"}}, status=201)
+    assert response.status == 201 and response.content_type == "application/json"
+    assert isinstance(response.body, bytes)
+    assert json.loads(response.body) == {"data": {"big": huge, "text": "✓"}}
 
 
 @pytest.mark.parametrize("sid", ["nope", "6975518573799938x", "a%20b", "x" * 129, "%E2%9C%93"])
