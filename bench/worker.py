@@ -14,6 +14,8 @@ import sys
 import traceback
 from typing import Any
 
+from hub.cli import tune_gc
+
 
 class Control:
     """The worker's side of the conversation with the harness."""
@@ -63,6 +65,9 @@ async def _main(target: str, params: dict[str, Any]) -> int:
 def main() -> None:
     if len(sys.argv) != 3:
         sys.exit("usage: python -m bench.worker MODULE:FUNCTION PARAMS_JSON")
+    # A load process holding thousands of connections pays the same garbage-collector walks as a
+    # node (hub/cli.py): tuned the same way, so the load generator is not what a rate measures.
+    tune_gc()
     sys.exit(asyncio.run(_main(sys.argv[1], json.loads(sys.argv[2]))))
 
 
