@@ -10,7 +10,7 @@ See docs/store.md for the data model and the search plan.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -332,22 +332,27 @@ class PostgresStore:
         read-only transaction), so a needle that matches too broadly costs the database no more
         than that: SearchTooBroad.
         """
-        for attempt in range(2):
-            try:
-                async with self._connection() as conn, conn.transaction(readonly=True):
-                    await conn.execute(f"SET LOCAL statement_timeout = {self._search_timeout_ms}")
-                    try:
-                        return await getattr(conn, method)(sql, *params)
-                    except asyncpg.exceptions.QueryCanceledError as e:
-                        raise SearchTooBroad.after(self._search_timeout_ms / 1000) from e
-            except StoreUnavailable:
-                if attempt or self._pool is None:
-                    raise
-        raise AssertionError("unreachable")
+        budget_ms = self._search_timeout_ms
+
+        async def within_budget(conn: asyncpg.Connection) -> Any:
+            async with conn.transaction(readonly=True):
+                await conn.execute(f"SET LOCAL statement_timeout = {budget_ms}")
+                try:
+                    return await getattr(conn, method)(sql, *params)
+                except asyncpg.exceptions.QueryCanceledError as e:
+                    raise SearchTooBroad.after(budget_ms / 1000) from e
+
+        return await self._retried(within_budget, retry=True)
 
     async def _query(self, method: str, sql: str, *args: Any, retry: bool = True) -> Any:
         """Run one statement with the connection method ``method`` (``fetch``, ``fetchrow``,
-        ``fetchval`` or ``execute``).
+        ``fetchval`` or ``execute``)."""
+        return await self._retried(lambda conn: getattr(conn, method)(sql, *args), retry=retry)
+
+    async def _retried(
+        self, run: Callable[[asyncpg.Connection], Awaitable[Any]], *, retry: bool
+    ) -> Any:
+        """``run`` on a pooled connection.
 
         A pooled connection may have died while idle (PostgreSQL restarted, failed over, or an
         administrator ended it); the pool replaces it, so a statement that is safe to repeat gets
@@ -356,7 +361,7 @@ class PostgresStore:
         for attempt in range(2):
             try:
                 async with self._connection() as conn:
-                    return await getattr(conn, method)(sql, *args)
+                    return await run(conn)
             except StoreUnavailable:
                 if not retry or attempt or self._pool is None:
                     raise

@@ -34,9 +34,8 @@ from hub.store.searchtext import (
     storable,
     storable_id,
 )
-from hub.store.sqlite_search import Searcher, Statement
+from hub.store.sqlite_search import Searcher, Statement, is_outage
 
-_UNAVAILABLE = (sqlite3.OperationalError, sqlite3.InternalError)
 _UNIQUE_RETRIES = 5
 
 _COLUMNS = "s.session_id, s.data_text, s.created_at, s.updated_at"
@@ -370,19 +369,15 @@ class SqliteStore:
 
     @asynccontextmanager
     async def _guard(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection; a database that cannot be used raises StoreUnavailable.
-
-        That is: an operational error (locked past the busy timeout, I/O, cannot open), an
-        internal one, or a file that is not a database (a bare DatabaseError). Constraint and
-        programming errors are bugs, not outages, and pass as they are.
-        """
+        """The connection; a database that cannot be used (:func:`is_outage`) raises
+        StoreUnavailable, and bugs pass as they are."""
         db = self._db
         if db is None:
             raise StoreUnavailable("the SQLite store is not open")
         try:
             yield db
         except sqlite3.DatabaseError as e:
-            if not isinstance(e, _UNAVAILABLE) and type(e) is not sqlite3.DatabaseError:
+            if not is_outage(e):
                 raise
             raise StoreUnavailable(f"SQLite store unavailable: {e}") from e
         except ValueError as e:  # aiosqlite's "no active connection" once closed

@@ -39,6 +39,19 @@ COMMON = 0.5  # trigrams in over half the sample narrow nothing, and cost a long
 MOST_TRIGRAMS = 4
 
 
+def is_outage(error: sqlite3.DatabaseError) -> bool:
+    """Whether the database cannot be used (StoreUnavailable), not a bug to surface.
+
+    That is: an operational error (locked past the busy timeout, I/O, cannot open), an internal
+    one, or a file that is not a database (a bare DatabaseError). Constraint and programming
+    errors are bugs, not outages.
+    """
+    return (
+        isinstance(error, (sqlite3.OperationalError, sqlite3.InternalError))
+        or type(error) is sqlite3.DatabaseError
+    )
+
+
 class Searcher:
     """One read-only connection to the store's file, and the budget of each search on it."""
 
@@ -86,16 +99,12 @@ class Searcher:
                 return db.execute(sql, params).fetchall()
             finally:
                 self._deadline = float("inf")
-        except sqlite3.OperationalError as e:
-            if "interrupted" in str(e):
+        except sqlite3.DatabaseError as e:
+            if isinstance(e, sqlite3.OperationalError) and "interrupted" in str(e):
                 raise SearchTooBroad.after(self._budget) from e
-            self.close()  # a fresh connection for the next search
-            raise StoreUnavailable(f"SQLite store unavailable: {e}") from e
-        except (sqlite3.InternalError, sqlite3.DatabaseError) as e:
-            # Constraint and programming errors are bugs, not outages: they pass as they are.
-            if type(e) not in (sqlite3.InternalError, sqlite3.DatabaseError):
+            if not is_outage(e):
                 raise
-            self.close()
+            self.close()  # a fresh connection for the next search
             raise StoreUnavailable(f"SQLite store unavailable: {e}") from e
 
 
