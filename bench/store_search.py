@@ -144,6 +144,32 @@ def needles() -> dict[str, str]:
     }
 
 
+async def make_schema(url: str) -> None:
+    """The store's own tables, triggers and indexes, and the bench project, in an empty store."""
+    store = open_store(Settings(database_url=url))
+    await store.open()
+    await store.create_project("bench")
+    await store.close()
+
+
+async def fill_postgres(conn: asyncpg.Connection, n: int) -> int:
+    """COPY n sessions into a store made by ``make_schema``; its size in bytes with indexes.
+
+    The trigram index is dropped and built once after the rows: far faster than row by row.
+    """
+    definition = await conn.fetchval(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'stored_sessions_data_trgm'"
+    )
+    await conn.execute("DROP INDEX stored_sessions_data_trgm")
+    for batch in batches(n):
+        await conn.copy_records_to_table("stored_sessions", records=batch, columns=COLUMNS)
+    await conn.execute("SET maintenance_work_mem = '1GB'")
+    await conn.execute(definition)
+    await conn.execute("VACUUM ANALYZE stored_sessions")
+    size: int = await conn.fetchval("SELECT pg_total_relation_size('stored_sessions')")
+    return size
+
+
 def fill_sqlite(path: Path, n: int) -> float:
     """Write n sessions in one transaction; the size of the file in MiB."""
     with closing(sqlite3.connect(path)) as db:
@@ -157,10 +183,7 @@ def fill_sqlite(path: Path, n: int) -> float:
 async def bench_sqlite(n: int, path: Path) -> None:
     # A fresh file: the store makes the schema, then the rows are written in bulk.
     await asyncio.to_thread(path.unlink, missing_ok=True)
-    store = open_store(Settings(database_url=f"sqlite:///{path}"))
-    await store.open()
-    await store.create_project("bench")
-    await store.close()
+    await make_schema(f"sqlite:///{path}")
     start = time.perf_counter()
     size = fill_sqlite(path, n)
     print(f"sqlite     filled {n} sessions in {time.perf_counter() - start:.0f} s, {size:.0f} MiB")
@@ -187,17 +210,11 @@ async def bench_postgres(n: int, url: str) -> None:
         await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
     finally:
         await conn.close()
-    store = open_store(Settings(database_url=url))
-    await store.open()
-    await store.create_project("bench")
-    await store.close()
+    await make_schema(url)
     start = time.perf_counter()
     conn = await asyncpg.connect(url)
     try:
-        for batch in batches(n):
-            await conn.copy_records_to_table("stored_sessions", records=batch, columns=COLUMNS)
-        await conn.execute("VACUUM ANALYZE stored_sessions")
-        size = await conn.fetchval("SELECT pg_total_relation_size('stored_sessions')")
+        size = await fill_postgres(conn, n)
     finally:
         await conn.close()
     print(f"postgres   filled {n} sessions in {time.perf_counter() - start:.0f} s,"

@@ -64,10 +64,7 @@ async def sqlite_store(config: Config, n: int) -> tuple[str, str]:
         old.unlink()
     partial = path.with_suffix(".filling")
     partial.unlink(missing_ok=True)
-    store = open_store(Settings(database_url=f"sqlite:///{partial}"))
-    await store.open()
-    await store.create_project("bench")
-    await store.close()
+    await store_search.make_schema(f"sqlite:///{partial}")
     start = time.perf_counter()
     size = await asyncio.to_thread(store_search.fill_sqlite, partial, n)
     await asyncio.to_thread(_checkpoint, partial)
@@ -98,26 +95,11 @@ async def postgres_store(config: Config, n: int) -> tuple[str, str]:
         await conn.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
     finally:
         await conn.close()
-    store = open_store(Settings(database_url=url))
-    await store.open()
-    await store.create_project("bench")
-    await store.close()
+    await store_search.make_schema(url)
     start = time.perf_counter()
     conn = await asyncpg.connect(url)
     try:
-        # The trigram index is built once after the rows: far faster than row by row.
-        definition = await conn.fetchval(
-            "SELECT indexdef FROM pg_indexes WHERE indexname = 'stored_sessions_data_trgm'"
-        )
-        await conn.execute("DROP INDEX stored_sessions_data_trgm")
-        for batch in store_search.batches(n):
-            await conn.copy_records_to_table(
-                "stored_sessions", records=batch, columns=store_search.COLUMNS
-            )
-        await conn.execute("SET maintenance_work_mem = '1GB'")
-        await conn.execute(definition)
-        await conn.execute("VACUUM ANALYZE stored_sessions")
-        size = await conn.fetchval("SELECT pg_total_relation_size('stored_sessions')")
+        size = await store_search.fill_postgres(conn, n)
         await conn.execute("CREATE TABLE bench_fill (version TEXT NOT NULL)")
         await conn.execute("INSERT INTO bench_fill VALUES ($1)", version)
     finally:

@@ -1,10 +1,12 @@
 """Group commit: concurrent ``save_session`` calls are written together, one transaction each batch.
 
 A store's insert of ended sessions costs mostly its commit (and, on PostgreSQL, its round trip),
-not its rows. So every call waits in a queue, and one writer task takes whatever is queued when it
+not its rows. So every call waits in a queue, and a writer task takes whatever is queued when it
 is free and writes it with the store's batched insert; the calls that arrive meanwhile form the
 next batch. A lone call is written at once, alone; a busy node's drainer, which hands many
-sessions at once, gets them written a few hundred per transaction.
+sessions at once, gets them written a few hundred per transaction. A store whose database writes
+transactions in parallel (PostgreSQL: a server process per connection) runs several writers, each
+taking a smaller batch, so that the database works on two batches at once.
 
 A batch that fails for a reason other than the database being unavailable (a row the database
 refuses: a bug, not an outage) is written again one session at a time, so that only the session at
@@ -29,36 +31,47 @@ class SaveBatcher:
     """Writes concurrent saves together through ``write``.
 
     ``write`` stores up to :data:`MAX_BATCH` sessions in one transaction, idempotently on
-    ``end_id``, and returns the end ids it newly stored.
+    ``end_id``, and returns the end ids it newly stored. Up to ``writers`` batches of at most
+    ``batch`` sessions are written at once; ``write`` must then be safe to run concurrently (two
+    batches holding the same end: one stores it, the other finds it stored).
     """
 
-    def __init__(self, write: BatchWrite) -> None:
+    def __init__(self, write: BatchWrite, *, writers: int = 1, batch: int = MAX_BATCH) -> None:
+        if writers < 1 or not 1 <= batch <= MAX_BATCH:
+            raise ValueError(f"SaveBatcher: writers={writers}, batch={batch} (1 to {MAX_BATCH})")
         self._write = write
+        self._max_writers = writers
+        self._batch = batch
         self._queue: list[tuple[EndedSession, asyncio.Future[bool]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._writers: set[asyncio.Task[None]] = set()
 
     async def save(self, ended: EndedSession) -> bool:
         """Store one session with whatever else is waiting; True when newly stored."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((ended, future))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_queued(), name="store batch writer")
+        # A writer that found the queue empty is done, though perhaps not yet discarded.
+        if sum(not writer.done() for writer in self._writers) < self._max_writers:
+            # Whichever writer is free first takes this save; a new one starts if one more may run.
+            writer = asyncio.create_task(self._write_queued(), name="store batch writer")
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
         # A caller that is cancelled stops waiting; its session is still written (idempotently).
         return await future
 
     async def wait_idle(self) -> None:
         """Wait until every queued save was written or failed (before the store closes)."""
-        while self._writer is not None and not self._writer.done():
-            await asyncio.wait([self._writer])
+        while running := [writer for writer in self._writers if not writer.done()]:
+            await asyncio.wait(running)
 
     async def _write_queued(self) -> None:
         while self._queue:
-            batch = self._queue[:MAX_BATCH]
-            del self._queue[:MAX_BATCH]
+            batch = self._queue[: self._batch]
+            del self._queue[: self._batch]
             try:
                 await self._settle(batch)
             except BaseException:
-                # Cancelled (the event loop is going away): nobody will write what waits.
+                # Cancelled (the event loop is going away): nobody will write what waits. Other
+                # writers answer the batches they hold.
                 for _, future in batch + self._queue:
                     future.cancel()
                 self._queue.clear()

@@ -27,16 +27,26 @@ from hub.registry.base import EndedSession
 from hub.store import keys
 from hub.store.base import ApiKey, NewKey, Project, SearchPage, StoredSession
 from hub.store.batch import SaveBatcher
+from hub.store.postgres_search import (
+    COUNT_TRIGRAMS,
+    SAMPLE,
+    SAMPLE_SIZE,
+    TrigramSample,
+    count_query,
+    search_query,
+)
 from hub.store.schema import migrations
 from hub.store.searchtext import (
     MAX_ID,
     can_match,
     check_storable,
     compact_json,
-    like_pattern,
     storable,
     storable_id,
 )
+
+# The statements of a search are built in postgres_search; bench and tests read them here too.
+__all__ = ["PostgresStore", "count_query", "search_query"]
 
 # Any constant will do, as long as no other program on the database takes the same lock.
 _MIGRATION_LOCK = 0x6C697665687562  # "livehub"
@@ -44,6 +54,11 @@ _UNIQUE_RETRIES = 5
 _POOL_MIN, _POOL_MAX = 1, 5
 _CONNECT_TIMEOUT = 10.0
 _COMMAND_TIMEOUT = 60.0
+# Ended sessions are written two batches at once, 256 sessions each (the registry's drainer hands
+# 256 at a time). The server spends most of an insert maintaining the trigram index, in the
+# connection's own process: a second batch in flight keeps a second core busy (docs/store.md,
+# "Group commit"). Two of the pool's connections at most.
+_WRITERS, _WRITER_BATCH = 2, 256
 
 # What "the database does not answer" looks like from asyncpg; anything else is a bug to surface.
 _UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -68,31 +83,6 @@ _INSERT_SESSIONS = (
     " $5::bigint[], $6::bigint[]) WITH ORDINALITY AS t (e, p, s, d, c, u, n) ORDER BY n"
     " ON CONFLICT (end_id) DO NOTHING RETURNING end_id"
 )
-_MATCHES = "FROM stored_sessions WHERE project_id = $1 AND data_text LIKE $2 ESCAPE '\\'"
-
-
-def search_query(project_id: int, needle: str, limit: int, offset: int) -> tuple[str, list[Any]]:
-    """The SQL and parameters of one search page; every row also carries the total.
-
-    The GIN trigram index answers ``LIKE '%…%'`` for needles with a trigram; the recheck of each
-    candidate row keeps the match exact and case-sensitive. Only the ids are counted and sorted;
-    the text is read for the page alone (a broad needle would otherwise carry every match's text
-    through the window and the sort, spilling to disk: 2x slower).
-    """
-    sql = (
-        "WITH page AS MATERIALIZED (SELECT id, updated_at, session_id,"
-        f" count(*) OVER () AS total {_MATCHES}"
-        " ORDER BY updated_at DESC, session_id, id LIMIT $3 OFFSET $4)"
-        " SELECT s.session_id, s.data_text, s.created_at, s.updated_at, page.total"
-        " FROM page JOIN stored_sessions AS s ON s.id = page.id"
-        " ORDER BY page.updated_at DESC, page.session_id, page.id"
-    )
-    return sql, [project_id, like_pattern(needle), limit, offset]
-
-
-def count_query(project_id: int, needle: str) -> tuple[str, list[Any]]:
-    """The SQL of the total alone, for a page past the last match."""
-    return f"SELECT count(*) {_MATCHES}", [project_id, like_pattern(needle)]
 
 
 class PostgresStore:
@@ -106,7 +96,8 @@ class PostgresStore:
         self._configured_jwt_secret = jwt_secret
         self._jwt_secret: str | None = None
         self._pool: asyncpg.Pool | None = None
-        self._batcher = SaveBatcher(self._insert_sessions)
+        self._batcher = SaveBatcher(self._insert_sessions, writers=_WRITERS, batch=_WRITER_BATCH)
+        self.trigrams = TrigramSample(self._count_trigrams)
 
     async def open(self) -> None:
         try:
@@ -129,6 +120,7 @@ class PostgresStore:
             raise
 
     async def close(self) -> None:
+        await self.trigrams.close()
         await self._batcher.wait_idle()
         if self._pool is not None:
             pool, self._pool = self._pool, None
@@ -303,12 +295,13 @@ class PostgresStore:
         if not can_match(needle) or not storable_id(project_id):
             return SearchPage(0, [])
         offset = min(offset, MAX_ID)  # past any row, and within what the database accepts
-        rows = await self._search("fetch", *search_query(project_id, needle, limit, offset))
+        part = self.trigrams.part_to_ask(needle)
+        rows = await self._search("fetch", *search_query(project_id, needle, limit, offset, part))
         if rows:
             return SearchPage(int(rows[0]["total"]), [_stored(r) for r in rows])
         if offset == 0 and limit > 0:
             return SearchPage(0, [])
-        total = await self._search("fetchval", *count_query(project_id, needle))
+        total = await self._search("fetchval", *count_query(project_id, needle, part))
         return SearchPage(int(total), [])
 
     async def get_session(self, project_id: int, session_id: str) -> StoredSession | None:
@@ -324,6 +317,19 @@ class PostgresStore:
         return _stored(row) if row else None
 
     # Plumbing
+
+    async def _count_trigrams(self) -> tuple[dict[str, int], int]:
+        """How many of the SAMPLE most recent sessions hold each trigram, and how many there are
+        (hub/store/postgres_search.py)."""
+
+        async def count(conn: asyncpg.Connection) -> tuple[dict[str, int], int]:
+            async with conn.transaction(readonly=True):
+                rows = await conn.fetch(COUNT_TRIGRAMS, SAMPLE)
+                size = await conn.fetchval(SAMPLE_SIZE, SAMPLE)
+            return {str(r[0]): int(r[1]) for r in rows}, int(size)
+
+        result: tuple[dict[str, int], int] = await self._retried(count, retry=True)
+        return result
 
     async def _search(self, method: str, sql: str, params: list[Any]) -> Any:
         """One search statement within the time budget (``HUB_SEARCH_TIMEOUT``).

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import closing
 
 import asyncpg
 import pytest
 
 from hub.errors import StoreUnavailable
+from hub.registry.base import EndedSession
 from hub.settings import Settings
 from hub.store import open_store
 from hub.store.base import SessionStore
-from hub.store.batch import MAX_BATCH
+from hub.store.batch import MAX_BATCH, SaveBatcher
 from hub.store.searchtext import compact_json
 from hub.store.sqlite import SqliteStore, sqlite_path
 from tests.hub.store.conftest import RawQuery, StoreFactory, ended, postgres_relay, replace
@@ -198,5 +199,81 @@ async def test_a_caller_that_stops_waiting_still_has_its_session_stored(
     with pytest.raises(asyncio.CancelledError):
         await saving
 
-    assert await store.save_session(session) is False  # the first save went on and stored it
-    assert await raw("SELECT count(*) FROM stored_sessions") == [(1,)]
+    async def stored() -> bool:
+        return await raw("SELECT count(*) FROM stored_sessions") == [(1,)]
+
+    # The first save goes on and stores it. (Saving again before it lands may race it: on
+    # PostgreSQL two writers run at once, and whichever inserts first answers True.)
+    async with asyncio.timeout(10):
+        while not await stored():  # noqa: ASYNC110 (a row written by the store's own writer)
+            await asyncio.sleep(0.01)
+    assert await store.save_session(session) is False
+    assert await stored()
+
+
+async def test_two_writers_write_two_batches_at_once_each_of_the_size_allowed() -> None:
+    gate = asyncio.Event()
+    written: list[list[str]] = []
+    in_flight = 0
+    most_in_flight = 0
+
+    async def write(sessions: Sequence[EndedSession]) -> set[str]:
+        nonlocal in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        await gate.wait()
+        in_flight -= 1
+        written.append([s.end_id for s in sessions])
+        return {s.end_id for s in sessions}
+
+    batcher = SaveBatcher(write, writers=2, batch=3)
+    sessions = [ended(1, f"s{i}", end_id=f"e{i}") for i in range(8)]
+    saves = asyncio.gather(*(batcher.save(s) for s in sessions))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert (in_flight, written) == (2, [])  # two batches of 3 wait for the database together
+    gate.set()
+    assert await saves == [True] * 8
+    await batcher.wait_idle()
+    assert most_in_flight == 2
+    assert sorted(written) == [["e0", "e1", "e2"], ["e3", "e4", "e5"], ["e6", "e7"]]
+
+
+async def test_one_writer_writes_one_batch_at_a_time() -> None:
+    in_flight: list[int] = []
+
+    async def write(sessions: Sequence[EndedSession]) -> set[str]:
+        in_flight.append(len(sessions))
+        await asyncio.sleep(0.01)
+        assert len(in_flight) == 1
+        in_flight.pop()
+        return {s.end_id for s in sessions}
+
+    batcher = SaveBatcher(write)
+    results = await asyncio.gather(
+        *(batcher.save(ended(1, f"s{i}", end_id=f"e{i}")) for i in range(MAX_BATCH + 5))
+    )
+    assert all(results)
+
+
+@pytest.mark.parametrize(("writers", "batch"), [(0, 10), (2, 0), (1, MAX_BATCH + 1)])
+def test_a_batcher_refuses_impossible_sizes(writers: int, batch: int) -> None:
+    async def write(sessions: Sequence[EndedSession]) -> set[str]:
+        raise AssertionError("never called")
+
+    with pytest.raises(ValueError, match="SaveBatcher"):
+        SaveBatcher(write, writers=writers, batch=batch)
+
+
+@pytest.mark.parametrize("writers", [1, 2])
+async def test_saves_one_after_the_other_are_each_written(writers: int) -> None:
+    written: list[str] = []
+
+    async def write(sessions: Sequence[EndedSession]) -> set[str]:
+        written.extend(s.end_id for s in sessions)
+        return {s.end_id for s in sessions}
+
+    batcher = SaveBatcher(write, writers=writers)
+    for i in range(5):  # each waits for the last writer to finish, then needs a writer again
+        assert await asyncio.wait_for(batcher.save(ended(1, f"s{i}", end_id=f"e{i}")), 5)
+    assert written == [f"e{i}" for i in range(5)]
