@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import time
-from contextlib import suppress
 from dataclasses import dataclass
 from string import Template
 
@@ -30,7 +29,7 @@ from hub import constants as c
 from hub.errors import RegistryUnavailable
 from hub.registry.agents import Agent
 from hub.registry.redis_batch import ScriptBatcher
-from hub.registry.redis_conn import open_redis
+from hub.registry.redis_conn import open_redis, stop_task
 from hub.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -154,12 +153,7 @@ class RedisAgentDirectory:
     async def close(self) -> None:
         """Stop the loop and unlist every agent of this node."""
         if self._task is not None:
-            while not self._task.done():
-                # redis-py can swallow a cancellation that lands mid-reply (see registry.close).
-                self._task.cancel()
-                await asyncio.wait([self._task], timeout=0.2)
-            with suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
         try:
             await self._purge(args=[self._timeout_ms, self.node_id])

@@ -16,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -41,7 +41,7 @@ from hub.registry.base import (
 from hub.registry.index import copy_record
 from hub.registry.merge import copy_json, deep_merge, dumps_compact
 from hub.registry.redis_batch import ScriptBatcher
-from hub.registry.redis_conn import open_redis
+from hub.registry.redis_conn import open_redis, stop_task
 from hub.registry.redis_local import LocalSession, Membership, info_size
 from hub.registry.redis_outbox import Outbox
 from hub.registry.redis_replica import Replica
@@ -130,13 +130,7 @@ class RedisRegistry:
             return
         self._closed = True
         for task in self._tasks:
-            # redis-py (8.1, with a socket timeout) can swallow a cancellation that lands while
-            # it reads a reply, so cancel until the task is really done.
-            while not task.done():
-                task.cancel()
-                await asyncio.wait([task], timeout=0.2)
-            with suppress(asyncio.CancelledError):
-                await task
+            await stop_task(task)
         self._tasks.clear()
         try:
             await self._outbox.flush(CLOSE_TIMEOUT)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import suppress
+
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -36,3 +39,16 @@ def open_redis(url: str) -> Redis:
     client = Redis(connection_pool=pool)
     client.auto_close_connection_pool = True  # aclose() closes the pool, as with from_url
     return client
+
+
+async def stop_task(task: asyncio.Task[None]) -> None:
+    """Cancel a task that talks to Redis, and wait until it has really stopped.
+
+    redis-py (8.1, with a socket timeout) can swallow a cancellation that lands while it reads a
+    reply, so the task is cancelled again until it is done.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.2)
+    with suppress(asyncio.CancelledError):
+        await task

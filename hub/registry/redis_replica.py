@@ -33,7 +33,7 @@ from hub.registry.redis_scripts import Scripts
 log = logging.getLogger(__name__)
 
 StreamId = tuple[int, int]
-Entry = tuple[str, list[str]]
+Entry = tuple[str, Change]  # a stream entry's id and the change it holds
 
 # Entries read per round trip, and sessions loaded per round trip during a resync.
 BATCH = 1000
@@ -147,7 +147,7 @@ class Replica:
 
     async def _catch_up(self) -> None:
         while True:
-            epoch, first_id, entries = await self._scripts.catch_up(args=[self.last_id, BATCH])
+            epoch, first_id, text, count = await self._scripts.catch_up(args=[self.last_id, BATCH])
             if epoch != self.epoch:
                 log.warning(
                     "registry epoch changed (%s → %s): Redis lost its data; resyncing",
@@ -162,14 +162,15 @@ class Replica:
                 log.warning("change stream trimmed past entry %s; resyncing", self.last_id)
                 await self._resync()
                 return
+            entries = _entries(text, count)
             self._apply(entries)
             if len(entries) < BATCH:
                 return
 
     def _apply(self, entries: Iterable[Entry]) -> None:
-        for entry_id, fields in entries:
+        for entry_id, change in entries:
             self.last_id = entry_id
-            self._apply_change(_change(fields))
+            self._apply_change(change)
 
     def _apply_change(self, change: Change) -> None:
         if change.kind == "ended":
@@ -223,12 +224,13 @@ class Replica:
                 fresh[key] = (record, parse_id(ver or "0-0"))
         last_id = head_id
         while True:
-            got_epoch, _, entries = await self._scripts.catch_up(args=[last_id, BATCH])
+            got_epoch, _, text, count = await self._scripts.catch_up(args=[last_id, BATCH])
             if got_epoch != epoch:
                 return None
-            for entry_id, fields in entries:
+            entries = _entries(text, count)
+            for entry_id, change in entries:
                 last_id = entry_id
-                _replay(fresh, parse_id(entry_id), _change(fields))
+                _replay(fresh, parse_id(entry_id), change)
             if len(entries) < BATCH:
                 return fresh, epoch, last_id
 
@@ -265,13 +267,26 @@ class Replica:
         log.info("registry replica loaded: %d live sessions, at %s", len(index), last_id)
 
 
-def _change(flat: list[str]) -> Change:
-    """The change a stream entry holds (its fields as a script returns them: k1, v1, k2, …)."""
-    fields = dict(zip(flat[::2], flat[1::2], strict=True))
-    kind: Any = fields["k"]
-    if kind == "ended":
-        return _ended(fields["p"], fields["s"])
-    return Change(kind, fields["p"], fields["s"], json.loads(fields["r"]))
+def _entries(text: str, count: int) -> list[Entry]:
+    """The entries of a catch-up reply: ``count`` lines, each ``id, k, p, s[, r]`` tab-separated
+    (redis_scripts.CATCH_UP)."""
+    if not count:
+        return []
+    lines = text.split("\n")
+    if len(lines) != count:
+        raise ValueError(f"catch-up reply holds {len(lines)} lines for {count} stream entries")
+    entries: list[Entry] = []
+    append = entries.append
+    for line in lines:
+        fields = line.split("\t", 4)
+        kind: Any = fields[1]
+        if kind == "ended":
+            append((fields[0], _ended(fields[2], fields[3])))
+        elif len(fields) == 5:
+            append((fields[0], Change(kind, fields[2], fields[3], json.loads(fields[4]))))
+        else:
+            raise ValueError(f"change stream entry {fields[0]} ({kind}) has no record")
+    return entries
 
 
 def _ended(project_key: str, session_id: str) -> Change:

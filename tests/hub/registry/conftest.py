@@ -6,7 +6,7 @@ import asyncio
 import importlib.util
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -14,6 +14,9 @@ from hub.records import Record, blank_record
 from hub.registry import create_registry
 from hub.registry.base import Change, EndedSession, PresenceRegistry
 from hub.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.hub.registry.test_redis_cluster import Cluster
 
 PROJECT_KEY = "aYYaFHiagqdXKEmVlmvJ"
 OTHER_KEY = "bZZbGIjbhreYLFnWmnwK"
@@ -141,3 +144,14 @@ async def make_registry(
     yield make
     for registry in made:
         await registry.close()
+
+
+@pytest.fixture
+async def cluster(redis_url: str, make_settings: Callable[..., Settings]) -> AsyncIterator[Cluster]:
+    """Nodes of one Redis-backed cluster, made on demand and closed after the test."""
+    # Imported here: the cluster helpers' module imports this one.
+    from tests.hub.registry.test_redis_cluster import Cluster
+
+    made = Cluster(redis_url, make_settings)
+    yield made
+    await made.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from hub import constants as c
 from hub.errors import InvalidInput, RegistryUnavailable, TabAlreadyConnected
 from hub.registry.base import Filter, SessionQuery
 from hub.registry.redis import RedisRegistry
+from hub.registry.redis_conn import stop_task
 from hub.settings import Settings
 from tests.hub.registry.conftest import PROJECT_KEY, ChangeLog, RecordingSink, make_record
 
@@ -66,9 +67,7 @@ class Cluster:
 async def stop_loops(registry: RedisRegistry) -> None:
     """Stop a node's background loops as a crash would: no goodbye, its state left in Redis."""
     for task in registry._tasks:
-        while not task.done():
-            task.cancel()
-            await asyncio.wait([task], timeout=0.2)
+        await stop_task(task)
 
 
 async def kill(registry: RedisRegistry) -> None:
@@ -88,13 +87,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0)
         while not await check():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     return time.monotonic() - start
-
-
-@pytest.fixture
-async def cluster(redis_url: str, make_settings: Callable[..., Settings]) -> AsyncIterator[Cluster]:
-    made = Cluster(redis_url, make_settings)
-    yield made
-    await made.close()
 
 
 async def test_a_session_joined_on_one_node_is_listed_on_another_at_once(

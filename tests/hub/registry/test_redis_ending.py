@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,18 +16,10 @@ import hub.registry.redis as redis_registry
 from hub import constants as c
 from hub.registry.redis import DUE_BATCH, RedisRegistry
 from hub.registry.redis_outbox import TAKE_COUNT, parse_entry
-from hub.settings import Settings
 from tests.hub.registry.conftest import PROJECT_KEY, RecordingSink, make_record
 from tests.hub.registry.test_redis_cluster import Cluster, stop_loops
 
 MAX = 4 * 1024 * 1024
-
-
-@pytest.fixture
-async def cluster(redis_url: str, make_settings: Callable[..., Settings]) -> AsyncIterator[Cluster]:
-    made = Cluster(redis_url, make_settings)
-    yield made
-    await made.close()
 
 
 async def make_due(registry: RedisRegistry, count: int, prefix: str = "s") -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -22,13 +22,6 @@ from tests.hub.registry.conftest import PROJECT_KEY, ChangeLog, RecordingSink, m
 from tests.hub.registry.test_redis_cluster import Cluster, eventually, kill, stop_loops
 
 MAX = 4 * 1024 * 1024
-
-
-@pytest.fixture
-async def cluster(redis_url: str, make_settings: Callable[..., Settings]) -> AsyncIterator[Cluster]:
-    made = Cluster(redis_url, make_settings)
-    yield made
-    await made.close()
 
 
 async def test_a_dead_nodes_sessions_end_within_node_timeout_plus_grace_stored_once(

@@ -9,7 +9,7 @@ stream order.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -20,18 +20,10 @@ from hub.errors import TabAlreadyConnected
 from hub.registry.base import SessionQuery
 from hub.registry.redis import RedisRegistry
 from hub.registry.redis_batch import ScriptBatcher
-from hub.settings import Settings
 from tests.hub.registry.conftest import PROJECT_KEY, ChangeLog, make_record
 from tests.hub.registry.test_redis_cluster import Cluster, stop_loops
 
 BURST = 300  # more joins at once than a client has connections (100)
-
-
-@pytest.fixture
-async def cluster(redis_url: str, make_settings: Callable[..., Settings]) -> AsyncIterator[Cluster]:
-    made = Cluster(redis_url, make_settings)
-    yield made
-    await made.close()
 
 
 async def stream_order(cluster: Cluster) -> list[str]:
