@@ -9,18 +9,24 @@ final status (after errors became JSON) and times the whole request; ``count_fai
 exceptions themselves, before the error middleware turns them into responses. The Socket.IO
 endpoint goes through all of them untouched: a websocket request lasts as long as its connection,
 and its log lines carry the connection id instead (hub/namespace.py).
+
+:func:`by_endpoint` puts them all in one middleware that runs only the ones a request needs: a
+Socket.IO request skips the three that pass it on anyway, so its websocket does not keep their
+three suspended frames alive for its whole life (docs/optimisations.md, P1).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
+from aiohttp.web_urldispatcher import SystemRoute
 
 from hub.logs import bind_request
 from hub.metrics import Metrics
@@ -44,6 +50,35 @@ def socket_path_matcher(socket_path: str) -> Callable[[web.Request], bool]:
         return path == prefix or path.startswith(prefix + "/")
 
     return is_socket
+
+
+def by_endpoint(
+    socket_path: str, rest: Sequence[Middleware], socket: Sequence[Middleware]
+) -> Middleware:
+    """One middleware: ``rest`` (outermost first) around REST requests, ``socket`` around requests
+    for the Socket.IO endpoint.
+
+    It is no coroutine itself: it hands back the chain's awaitable, so a websocket, whose request
+    lasts as long as the connection, holds the frames of ``socket`` alone. Chains are built once
+    per route handler, as aiohttp does for its own middleware list.
+    """
+    is_socket = socket_path_matcher(socket_path)
+    rest, socket = tuple(rest), tuple(socket)
+
+    def build(handler: Handler, for_socket: bool) -> Handler:
+        for outer in reversed(socket if for_socket else rest):
+            handler = functools.partial(outer, handler=handler)
+        return handler
+
+    # Not for an error route (404, 405): aiohttp makes a new handler for each such request.
+    cached = functools.lru_cache(maxsize=256)(build)
+
+    @web.middleware
+    def middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+        chain = build if isinstance(request.match_info.route, SystemRoute) else cached
+        return chain(handler, is_socket(request))(request)
+
+    return middleware
 
 
 def request_id_of(request: web.Request) -> str:

@@ -18,8 +18,10 @@ from api.routes import setup_routes
 from hub import agent, livefeed, tracker
 from hub.constants import SOCKETIO_CHANNEL
 from hub.metrics import Metrics
+from hub.pubsub import HubRedisManager
 from hub.registry import create_registry
 from hub.settings import Settings
+from hub.sio_manager import HubManager
 from hub.store import open_store
 from hub.typedefs import METRICS, REGISTRY, SETTINGS, SIO, STORE
 from hub.websocket import HubEngineIO
@@ -74,9 +76,9 @@ class _HubServer(socketio.AsyncServer):  # type: ignore[misc]
 
 def create_sio(settings: Settings) -> socketio.AsyncServer:
     """The Socket.IO server of a node; cross-node emits go through Redis when it is set."""
-    manager = None
+    manager: socketio.AsyncManager = HubManager()
     if settings.redis_url:
-        manager = socketio.AsyncRedisManager(settings.redis_url, channel=SOCKETIO_CHANNEL)
+        manager = HubRedisManager(settings.redis_url, channel=SOCKETIO_CHANNEL)
     kwargs: dict[str, Any] = {}
     if settings.socket_serializer == "msgpack":
         kwargs["serializer"] = "msgpack"
@@ -104,13 +106,20 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     app = web.Application(
         client_max_size=settings.limits.request_body_bytes,
-        # Outermost first; docs in api/middleware.py.
+        # Outermost first; docs in api/middleware.py. The Socket.IO endpoint skips the three
+        # that would pass it on: its websocket would keep their frames for its whole life.
         middlewares=[
-            middleware.request_context(settings.socket_path),
-            middleware.observe(metrics, settings.socket_path),
-            cors(settings.cors_origins, settings.socket_path),
-            error_middleware,
-            middleware.count_failures(metrics),
+            middleware.by_endpoint(
+                settings.socket_path,
+                rest=[
+                    middleware.request_context(settings.socket_path),
+                    middleware.observe(metrics, settings.socket_path),
+                    cors(settings.cors_origins, settings.socket_path),
+                    error_middleware,
+                    middleware.count_failures(metrics),
+                ],
+                socket=[error_middleware, middleware.count_failures(metrics)],
+            )
         ],
         # The tracker's sessionInfo travels in the query string (docs/protocol.md).
         handler_args={"max_line_size": tracker.request_line_bytes(settings.limits)},
@@ -169,6 +178,9 @@ async def _close_sockets(app: web.Application) -> None:
             socket.queue.put_nowait(None)
     except Exception:
         log.exception("closing the Socket.IO connections failed")
+    if isinstance(sio.manager, HubRedisManager):
+        # What the disconnect handlers emitted leaves before the loop stops.
+        await sio.manager.close()
     try:
         await sio.shutdown()
     except Exception:

@@ -21,14 +21,12 @@ import contextlib
 import itertools
 import logging
 import sys
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
 from aiohttp import web
-from engineio import packet as eio_packet
-from socketio import packet
 
 from hub.errors import Forbidden, HubError, InvalidInput, ProjectNotFound, Unauthorized, Unavailable
 from hub.handshake import PROJECT_KEY_PATTERN
@@ -39,7 +37,7 @@ from hub.registry.base import Change, Filter, PresenceRegistry, SessionQuery
 from hub.registry.match import FilterKey, RecordMatcher, filters_key
 from hub.store.base import ApiKey, Project
 from hub.typedefs import METRICS, REGISTRY, STORE
-from hub.websocket import frame
+from hub.websocket import deliver
 
 log = logging.getLogger(__name__)
 
@@ -432,25 +430,30 @@ class LiveFeed(socketio.AsyncNamespace):  # type: ignore[misc]
         gets the frame, built once, straight into its outgoing buffer (hub/websocket.py); any
         other connection gets the packet through its queue, as python-engineio's send does.
         """
-        pkt = self.server.packet_class(packet.EVENT, namespace=NAMESPACE, data=[event, body])
-        encoded = pkt.encode()
-        parts = encoded if isinstance(encoded, list) else [encoded]
-        packets = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]
-        # Binary attachments travel as several frames: those keep the queue.
-        wire = frame(packets[0].encode()) if len(packets) == 1 else None
-        eio = self.server.eio
-        sockets = eio.sockets
-        websockets = getattr(eio, "websockets", {})
-        for _, eio_sid in self.server.manager.get_participants(NAMESPACE, rooms):
-            socket = sockets.get(eio_sid)
-            if socket is None or socket.closed:
-                continue
-            ws = websockets.get(eio_sid)
-            if wire is not None and ws is not None and ws.idle():
-                ws.push(wire)
-            else:
-                for item in packets:
-                    socket.queue.put_nowait(item)  # what engineio's socket.send does
+        deliver(self.server, NAMESPACE, [event, body], self._participants(rooms))
+
+    def _participants(self, rooms: list[str]) -> Iterable[str]:
+        """The Engine.IO sids of the clients in ``rooms`` on this node, each once.
+
+        What ``manager.get_participants`` gives, read from the manager's room table without its
+        copy of every room and its generator. Each room maps sid → Engine.IO sid both ways (a
+        bidict); its inverse's keys are the Engine.IO sids. The caller walks them with no
+        ``await``, and nothing it calls enters or leaves a room, so the table cannot change under
+        it.
+        """
+        table = self.server.manager.rooms.get(NAMESPACE)
+        if not table:
+            return ()
+        if len(rooms) == 1:
+            room = table.get(rooms[0])
+            return () if room is None else room.inverse.keys()
+        # A subscriber is in one group's room only; still, nobody gets an event twice.
+        merged: dict[str, None] = {}
+        for name in rooms:
+            room = table.get(name)
+            if room is not None:
+                merged.update(dict.fromkeys(room.inverse.keys()))
+        return merged.keys()
 
 
 def register(app: web.Application, sio: socketio.AsyncServer) -> LiveFeed:

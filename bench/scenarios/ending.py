@@ -175,10 +175,12 @@ async def run_p8(config: Config, results: dict[str, ScenarioResult]) -> None:
         " Store alone: N ÷ the time of N sequential save_session calls in one process."
     )
     result.notes.append(
-        "The Redis path's ceiling is the reaper: every 0.25 s (REAP_INTERVAL) it ends at most 200"
-        " sessions (DUE_BATCH), one end script each, so one node ends at most 800 a second; the"
-        " drainer then stores them one at a time (three Redis round trips and one store write"
-        " each). The store-alone rows show what the stores take when written one at a time."
+        "How the Redis path works: the reaper ends due sessions DUE_BATCH (200) at a time, one"
+        " end script each batch, and looks again at once while a batch comes back full; the"
+        " drainer takes up to 256 entries at a time from the outbox and hands them to the store"
+        " together (group commit; PostgreSQL writes two batches at once). What limits it:"
+        " docs/optimisations.md, P8. The store-alone rows show the stores written one call at a"
+        " time, with no batching."
     )
 
 

@@ -23,6 +23,7 @@ from hub import constants as c
 from hub.agent import agent_role
 from hub.registry.agents import Agent, AgentDirectory, MemoryAgentDirectory
 from hub.registry.agents_redis import RedisAgentDirectory
+from hub.registry.redis_conn import stop_task
 from hub.settings import Settings
 from hub.store.base import NewKey, Project
 from hub.tokens import AgentTokens
@@ -683,10 +684,7 @@ async def test_a_node_restarted_with_its_id_drops_what_its_earlier_life_left(
     # A crash: no close, nothing unlisted, and nothing more runs. redis-py can swallow a
     # cancellation that lands while it reads a reply, so cancel until the loop has stopped (else
     # it may still write its agents back after the restarted node has dropped them).
-    task = first._task
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=0.2)
+    await stop_task(first._task)
     second = RedisAgentDirectory(settings)
     await second.start()
     try:

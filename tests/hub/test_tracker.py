@@ -241,6 +241,21 @@ async def test_connect_registers_the_record(
     assert session_room(project.project_key, "6975518573799938") in rooms
 
 
+@pytest.mark.parametrize("transports", TRANSPORTS)
+async def test_the_session_info_is_decoded_from_the_query_once(
+    hub: Hub, project: Project, sio_connect: ClientFactory, transports: list[str]
+) -> None:
+    # Percent signs, escapes and plus signs of the sessionInfo are its own: the query string is
+    # decoded once (a second decoding turned "%48" into "H" and "a+b" into "a b").
+    metadata = {"coupon": "%48", "rate": "100%", "sum": "a+b", "pct": "%25", "amp": "x&y=z"}
+    await tracker(
+        sio_connect, hub, project, "6975518573799939", info={"metadata": metadata},
+        transports=transports,
+    )  # fmt: skip
+    record = await record_of(hub, project, "6975518573799939")
+    assert record is not None and record["metadata"] == metadata
+
+
 async def test_defaults_and_first_connect_time(
     hub: Hub, project: Project, sio_connect: ClientFactory
 ) -> None:
