@@ -95,7 +95,9 @@ class RedisRegistry:
         self._join = ScriptBatcher(self._redis, self._scripts.join)
         self._member = Membership(self._redis, self._scripts, self.node_id)
         self._local = self._member.copies
-        self._replica = Replica(self._redis, self._scripts, self._member.beat, self._member.observe)
+        self._replica = Replica(
+            self._redis, self._scripts, self._member.beat, self._member.observe, self.node_id
+        )
         self._outbox = Outbox(self._redis, self._scripts, self.node_id, sink)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False

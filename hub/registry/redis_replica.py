@@ -59,8 +59,10 @@ class Replica:
         scripts: Scripts,
         on_epoch_change: Callable[[], Awaitable[None]],
         observer: Callable[[Change], None],
+        node_id: str,
     ) -> None:
         self.index = SessionIndex()
+        self.node_id = node_id
         self.epoch: str | None = None
         self.last_id = "0-0"
         self._redis = redis
@@ -133,15 +135,29 @@ class Replica:
         """Wait for new entries (one blocking read), then catch up; for the background loop.
 
         An entry this node applied already (its own, by :meth:`apply_own`) while the read was
-        on its way needs no catch-up: the next read starts after it, a moment later. Entries of
+        on its way needs no catch-up: the next read starts after it, a moment later. Nor does,
+        at first, a session this node started and has not applied yet: the read often wakes
+        before the join's own reply is handled, and :meth:`apply_own` applies it without
+        reading the stream back. The follower looks again after :data:`OWN_WAKE_PAUSE` and
+        catches up only if it is still missing (a join whose caller went away). Entries of
         other nodes then reach the listeners up to :data:`OWN_WAKE_PAUSE` later; reads (which
         catch up first) and this node's own changes are not delayed.
         """
         got = await self._redis.xread({c.CHANGES_STREAM: self.last_id}, count=1, block=block_ms)
-        if isinstance(got, list) and got and all(self.applied(e[0]) for _, es in got for e in es):
+        entries = [entry for _, stream in got for entry in stream] if isinstance(got, list) else []
+        if entries and all(self.applied(e[0]) or self._started_here(e[1]) for e in entries):
             await asyncio.sleep(OWN_WAKE_PAUSE)
-            return
+            if all(self.applied(e[0]) for e in entries):
+                return
         await self.sync()
+
+    def _started_here(self, fields: Any) -> bool:
+        """Whether a stream entry's fields are a session started by this node (``apply_own``)."""
+        return (
+            isinstance(fields, dict)
+            and fields.get("k") == "started"
+            and fields.get("n") == self.node_id
+        )
 
     # -- internals, called with the lock held ---------------------------------------------
 

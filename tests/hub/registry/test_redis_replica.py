@@ -6,12 +6,16 @@ Other nodes' changes reach a replica only through that text (a node's own joins 
 
 from __future__ import annotations
 
+import asyncio
+import json
+from typing import Any
+
 import pytest
 
 from hub import constants as c
 from hub.registry import redis_replica
 from hub.registry.base import Change, SessionQuery
-from hub.registry.redis_replica import _entries
+from hub.registry.redis_replica import Replica, _entries
 from hub.registry.redis_scripts import Scripts
 from tests.hub.registry.conftest import PROJECT_KEY, ChangeLog, make_record
 from tests.hub.registry.test_redis_cluster import Cluster, eventually, stop_loops
@@ -103,3 +107,65 @@ async def test_an_entry_without_its_fields_fails_the_catch_up_clearly(
 
     with pytest.raises(Exception, match="lacks k, p or s"):
         await scripts.catch_up(args=["0-0", 10])
+
+
+async def _catch_ups_counted(replica: Replica, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the replica's catch-up script calls from now on."""
+    calls: list[int] = []
+    catch_up = replica._scripts.catch_up
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return await catch_up(*args, **kwargs)
+
+    monkeypatch.setattr(replica._scripts, "catch_up", counted)
+    return calls
+
+
+async def _started_by(node_id: str, cluster: Cluster, session_id: str) -> tuple[str, Change]:
+    """A "started" entry appended as a join on ``node_id`` appends it (its reply not handled)."""
+    record = make_record(session_id)
+    fields: dict[Any, Any] = {"k": "started", "p": PROJECT_KEY, "s": session_id, "n": node_id}
+    fields["r"] = json.dumps(record)
+    entry_id = await cluster.redis().xadd(c.CHANGES_STREAM, fields)
+    return str(entry_id), Change("started", PROJECT_KEY, session_id, record)
+
+
+async def test_a_session_started_here_is_applied_by_its_join_not_read_back(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = (await cluster.node("a")).registry
+    await stop_loops(a)  # the follower is driven by hand
+    replica = a._replica
+    monkeypatch.setattr(redis_replica, "OWN_WAKE_PAUSE", 0.5)
+    calls = await _catch_ups_counted(replica, monkeypatch)
+    previous, epoch = replica.last_id, replica.epoch
+    assert epoch is not None
+    entry_id, change = await _started_by(a.node_id, cluster, "s1")
+
+    # The read wakes for the entry before the join's reply is handled: it waits, and the join
+    # applies its own entry meanwhile.
+    following = asyncio.create_task(replica.follow(block_ms=100))
+    await asyncio.sleep(0.1)
+    await replica.apply_own(entry_id, previous, epoch, change)
+    await following
+
+    assert calls == []
+    assert replica.last_id == entry_id
+    assert await a.get(PROJECT_KEY, "s1") == change.record
+
+
+async def test_a_session_started_here_whose_join_went_away_is_still_read(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = (await cluster.node("a")).registry
+    await stop_loops(a)
+    replica = a._replica
+    calls = await _catch_ups_counted(replica, monkeypatch)
+    entry_id, change = await _started_by(a.node_id, cluster, "s1")
+
+    await replica.follow(block_ms=100)  # nobody applies it: after the pause, it is read
+
+    assert calls == [1]
+    assert replica.last_id == entry_id
+    assert await a.get(PROJECT_KEY, "s1") == change.record
