@@ -137,8 +137,16 @@ async def test_a_session_started_here_is_applied_by_its_join_not_read_back(
     a = (await cluster.node("a")).registry
     await stop_loops(a)  # the follower is driven by hand
     replica = a._replica
-    monkeypatch.setattr(redis_replica, "OWN_WAKE_PAUSE", 0.5)
+    monkeypatch.setattr(redis_replica, "OWN_WAKE_PAUSE", 1.0)
     calls = await _catch_ups_counted(replica, monkeypatch)
+    woken = asyncio.Event()
+    started_here = replica._started_here
+
+    def seen(fields: Any) -> bool:
+        woken.set()
+        return started_here(fields)
+
+    monkeypatch.setattr(replica, "_started_here", seen)
     previous, epoch = replica.last_id, replica.epoch
     assert epoch is not None
     entry_id, change = await _started_by(a.node_id, cluster, "s1")
@@ -146,7 +154,8 @@ async def test_a_session_started_here_is_applied_by_its_join_not_read_back(
     # The read wakes for the entry before the join's reply is handled: it waits, and the join
     # applies its own entry meanwhile.
     following = asyncio.create_task(replica.follow(block_ms=100))
-    await asyncio.sleep(0.1)
+    async with asyncio.timeout(10):
+        await woken.wait()
     await replica.apply_own(entry_id, previous, epoch, change)
     await following
 
